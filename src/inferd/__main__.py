@@ -1,0 +1,3 @@
+from inferd.cli.main import app
+
+app(prog_name="inferd")

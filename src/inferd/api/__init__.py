@@ -1,0 +1,1 @@
+"""Control-plane HTTP API, wire-compatible with DigitalOcean's /v2/dedicated-inferences."""

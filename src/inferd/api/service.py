@@ -1,0 +1,147 @@
+"""Use cases of the control plane: validate, record desired state, never start anything.
+
+Handlers call these; the controller later makes what is recorded real.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from inferd.api.presenters import InstanceView
+from inferd.api.state import AppState
+from inferd.domain.errors import Conflict, InvalidInput
+from inferd.domain.spec import DeploymentSpec, SpecPatch, apply_patch, check_against_catalog, prepare_new_spec
+from inferd.domain.status import InstanceStatus, accepts_changes, rollout_status
+from inferd.domain.tokens import hash_token, new_instance_token
+from inferd.pki import create_certificate_authority
+from inferd.store import instances as repo
+from inferd.store.tables import InstanceRow, InstanceTokenRow, utcnow
+
+MAX_TOKENS_PER_INSTANCE = 100
+FIRST_TOKEN_NAME = "default"
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    row: InstanceTokenRow
+    value: str
+
+
+def view_of(session: Session, instance: InstanceRow) -> InstanceView:
+    ids = {i for i in (instance.live_deployment_id, instance.pending_deployment_id) if i}
+    rows = repo.deployments_by_id(session, ids)
+    return InstanceView(
+        instance=instance,
+        live=rows.get(instance.live_deployment_id or ""),
+        pending=rows.get(instance.pending_deployment_id or ""),
+    )
+
+
+def views_of(session: Session, instances: list[InstanceRow]) -> list[InstanceView]:
+    ids = {i for row in instances for i in (row.live_deployment_id, row.pending_deployment_id) if i}
+    rows = repo.deployments_by_id(session, ids)
+    return [
+        InstanceView(row, rows.get(row.live_deployment_id or ""), rows.get(row.pending_deployment_id or ""))
+        for row in instances
+    ]
+
+
+def _issue_token(session: Session, instance: InstanceRow, name: str) -> IssuedToken:
+    value = new_instance_token()
+    return IssuedToken(repo.add_instance_token(session, instance, name=name, token_hash=hash_token(value)), value)
+
+
+def _clean_access_tokens(tokens: dict[str, str]) -> dict[str, str]:
+    for key, value in tokens.items():
+        if not value or len(value) > 4096:
+            raise InvalidInput(f"access_tokens.{key}", "must be a non-empty string of at most 4096 characters")
+    return tokens
+
+
+class InstanceService:
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+
+    def _has_hf_token(self, instance: InstanceRow) -> bool:
+        if not instance.access_tokens_sealed:
+            return False
+        return bool(json.loads(self.state.secrets.open_text(instance.access_tokens_sealed)).get("hugging_face_token"))
+
+    def create(self, team_id: str, spec: DeploymentSpec, access_tokens: dict[str, str] | None) -> tuple[InstanceView, IssuedToken]:
+        tokens = _clean_access_tokens(access_tokens or {})
+        spec = prepare_new_spec(spec)
+        check_against_catalog(spec, self.state.catalog, has_hf_token=bool(tokens.get("hugging_face_token")))
+        instance_id = str(uuid.uuid4())
+        ca = create_certificate_authority(f"inferd instance {instance_id} CA")
+        status, deployment_status = rollout_status(has_live_deployment=False)
+        with self.state.database.session() as session:
+            instance, _ = repo.create_instance(
+                session,
+                instance_id=instance_id,
+                team_id=team_id,
+                spec=spec,
+                status=status,
+                deployment_status=deployment_status,
+                ca_cert_pem=ca.cert_pem.decode(),
+                ca_key_sealed=self.state.secrets.seal(ca.key_pem),
+                access_tokens_sealed=self.state.secrets.seal(json.dumps(tokens)) if tokens else None,
+            )
+            token = _issue_token(session, instance, FIRST_TOKEN_NAME)
+            return view_of(session, instance), token
+
+    def update(self, team_id: str, instance_id: str, patch: SpecPatch | None, hf_token: str | None) -> InstanceView:
+        if patch is None and hf_token is None:
+            raise InvalidInput("body", "give spec and/or access_tokens")
+        with self.state.database.session() as session:
+            instance = repo.get_instance(session, team_id, instance_id, for_update=True)
+            if not accepts_changes(InstanceStatus(instance.status)):
+                raise Conflict("the instance is being deleted")
+            now = utcnow()
+            if hf_token is not None:
+                stored = (
+                    json.loads(self.state.secrets.open_text(instance.access_tokens_sealed))
+                    if instance.access_tokens_sealed
+                    else {}
+                )
+                stored["hugging_face_token"] = hf_token
+                instance.access_tokens_sealed = self.state.secrets.seal(json.dumps(stored))
+            if patch is not None:
+                current = view_of(session, instance)
+                desired = current.pending or current.live
+                assert desired is not None
+                spec = apply_patch(DeploymentSpec.model_validate(desired.spec), patch)
+                check_against_catalog(
+                    spec, self.state.catalog, has_hf_token=bool(hf_token) or self._has_hf_token(instance)
+                )
+                repo.rename_instance(session, instance, spec.name)
+                repo.supersede_pending(session, instance, now)
+                status, deployment_status = rollout_status(has_live_deployment=current.live is not None)
+                deployment = repo.add_deployment(session, instance, spec, deployment_status, now)
+                instance.pending_deployment_id = deployment.id
+                instance.status = status.value
+                instance.status_reason = None
+            instance.updated_at = now
+            session.flush()
+            return view_of(session, instance)
+
+    def delete(self, team_id: str, instance_id: str) -> None:
+        with self.state.database.session() as session:
+            instance = repo.get_instance(session, team_id, instance_id, for_update=True)
+            if instance.status == InstanceStatus.DELETING:
+                return
+            instance.status = InstanceStatus.DELETING.value
+            instance.status_reason = None
+            instance.updated_at = utcnow()
+
+    def create_token(self, team_id: str, instance_id: str, name: str) -> IssuedToken:
+        with self.state.database.session() as session:
+            instance = repo.get_instance(session, team_id, instance_id, for_update=True)
+            if not accepts_changes(InstanceStatus(instance.status)):
+                raise Conflict("the instance is being deleted")
+            if repo.count_instance_tokens(session, instance) >= MAX_TOKENS_PER_INSTANCE:
+                raise InvalidInput("name", f"an instance has at most {MAX_TOKENS_PER_INSTANCE} tokens; revoke one first")
+            return _issue_token(session, instance, name)

@@ -1,0 +1,67 @@
+"""Turning settings into a ready process: data dir, secrets key, migrated database, catalog."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from inferd.api.ratelimit import RateLimiter
+from inferd.api.state import AppState
+from inferd.config import Settings, load_catalog_document
+from inferd.domain.catalog import Catalog
+from inferd.domain.scopes import FULL_ACCESS
+from inferd.domain.tokens import hash_token, new_api_token
+from inferd.pki import SecretBox, load_or_create_key_file
+from inferd.store import teams
+from inferd.store.db import Database
+from inferd.store.migrate import upgrade
+
+DEFAULT_TEAM = "default"
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def secret_box(settings: Settings) -> SecretBox:
+    key = settings.secret_key or load_or_create_key_file(settings.resolved_secret_key_file())
+    return SecretBox.from_key_string(key)
+
+
+def build_state(settings: Settings, *, migrate: bool = True) -> AppState:
+    prepare_data_dir(settings)
+    url = settings.resolved_database_url()
+    if migrate:
+        upgrade(url)
+    return AppState(
+        settings=settings,
+        database=Database(url),
+        catalog=Catalog.from_document(load_catalog_document(settings.catalog_file)),
+        secrets=secret_box(settings),
+        limiter=RateLimiter(settings.rate_limit_per_hour, settings.rate_limit_per_minute),
+    )
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write ``text`` readable by the owner only, atomically."""
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
+
+
+def ensure_default_team(state: AppState) -> str | None:
+    """On a fresh install, create the default team and a full-access token; return its value.
+
+    The value is also kept in ``<data_dir>/admin-token`` (mode 0600) so that the machine's
+    owner can find it again; the database holds only its hash.
+    """
+    with state.database.session() as session:
+        if teams.list_teams(session):
+            return None
+        team = teams.create_team(session, DEFAULT_TEAM)
+        value = new_api_token()
+        teams.add_api_token(session, team, name="admin", token_hash=hash_token(value), scopes=[FULL_ACCESS])
+    write_private_file(state.settings.data_dir / "admin-token", value + "\n")
+    return value

@@ -1,0 +1,70 @@
+"""Process settings.
+
+Every value can come from an ``INFERD_<NAME>`` environment variable so that the API,
+controller and gateway processes of a production install share one configuration
+without a config file per process.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "inferd"
+
+
+class Settings(BaseSettings):
+    """All knobs of an inferd process; defaults give the embedded single-machine setup."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERD_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None
+    """SQLAlchemy URL; default ``sqlite:///<data_dir>/inferd.db``."""
+
+    host: str = "127.0.0.1"
+    port: int = 8443
+    tls: bool = True
+    """Serve the API over HTTPS with a local CA (pydo refuses bearer tokens over http)."""
+    tls_hostnames: list[str] = Field(default_factory=list)
+    """Extra names/IPs for the API certificate besides localhost, 127.0.0.1 and ::1."""
+
+    secret_key: str | None = None
+    """Key for secrets at rest; default: generated once into ``<data_dir>/secret.key``."""
+
+    catalog_file: Path | None = None
+    """TOML file describing regions, accelerator inventory and models (see docs/catalog.md)."""
+
+    public_url: str | None = None
+    """Base URL clients use to reach the API, for pagination links; default: from the request."""
+
+    public_endpoint_template: str = "http://{id}-public.inferd.localhost:8080"
+    private_endpoint_template: str = "https://{id}-private.inferd.localhost:8444"
+
+    rate_limit_per_hour: int = Field(default=5000, ge=1)
+    rate_limit_per_minute: int = Field(default=250, ge=1)
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    log_format: str = "text"
+    """``text`` for terminals, ``json`` for one JSON object per line."""
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'inferd.db'}"
+
+    def resolved_secret_key_file(self) -> Path:
+        return self.data_dir / "secret.key"
+
+
+def load_catalog_document(path: Path | None) -> dict[str, Any]:
+    """Read the catalog TOML: the given file, or the packaged default for a CPU-only machine."""
+    if path is None:
+        text = resources.files("inferd.config").joinpath("default_catalog.toml").read_text()
+    else:
+        text = path.read_text()
+    return tomllib.loads(text)

@@ -1,0 +1,1 @@
+"""Pure rules of Dedicated Inference: no I/O, no HTTP, no database."""

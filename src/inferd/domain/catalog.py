@@ -1,0 +1,119 @@
+"""The inventory and model catalog an installation offers.
+
+It is configuration, not data: it describes real machines (accelerator kinds, how many units
+of each exist in which region, their price) and which models may run on them. The sizes and
+gpu-model-config endpoints report it, and every spec is checked against it.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_SLUG = r"^[a-z0-9][a-z0-9._/-]*$"
+
+
+class CatalogError(ValueError):
+    """The catalog file is inconsistent; the message says where."""
+
+
+class Region(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    slug: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=32)
+
+
+class AcceleratorKind(BaseModel):
+    """One kind of accelerator available in one region, ``count`` units of it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    slug: str = Field(pattern=_SLUG, max_length=64)
+    region: str
+    count: int = Field(ge=0)
+    name_prefix: str = Field(pattern=r"^[a-z0-9-]+$", max_length=32)
+    price_per_hour: str = "0.00"
+    currency: str = "USD"
+
+    @field_validator("price_per_hour")
+    @classmethod
+    def _decimal(cls, value: str) -> str:
+        try:
+            if Decimal(value) < 0:
+                raise ValueError("price_per_hour must not be negative")
+        except InvalidOperation as exc:
+            raise ValueError(f"price_per_hour {value!r} is not a decimal number") from exc
+        return value
+
+
+class Model(BaseModel):
+    """A deployable model and the accelerator kinds it can run on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    slug: str = Field(pattern=_SLUG, max_length=255)
+    name: str
+    provider: str = "hugging_face"
+    gated: bool = False
+    accelerator_slugs: tuple[str, ...] = Field(min_length=1)
+
+
+class Catalog(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    regions: tuple[Region, ...] = Field(min_length=1)
+    accelerators: tuple[AcceleratorKind, ...] = ()
+    models: tuple[Model, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Catalog:
+        region_slugs = {r.slug for r in self.regions}
+        seen: set[tuple[str, str]] = set()
+        for acc in self.accelerators:
+            if acc.region not in region_slugs:
+                raise ValueError(f"accelerator {acc.slug!r} names undeclared region {acc.region!r}")
+            if (acc.slug, acc.region) in seen:
+                raise ValueError(f"accelerator {acc.slug!r} is listed twice for region {acc.region!r}")
+            seen.add((acc.slug, acc.region))
+        known = {acc.slug for acc in self.accelerators}
+        model_slugs: set[str] = set()
+        for model in self.models:
+            if model.slug in model_slugs:
+                raise ValueError(f"model {model.slug!r} is listed twice")
+            model_slugs.add(model.slug)
+            unknown = sorted(set(model.accelerator_slugs) - known)
+            if unknown:
+                raise ValueError(f"model {model.slug!r} names unknown accelerators {unknown}")
+        return self
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> Catalog:
+        try:
+            return cls.model_validate(document)
+        except ValidationError as exc:
+            raise CatalogError(f"invalid catalog: {exc}") from exc
+
+    # -- queries -------------------------------------------------------------------------
+    def region_slugs(self) -> list[str]:
+        return [r.slug for r in self.regions]
+
+    def enabled_regions(self) -> list[str]:
+        """Regions where at least one accelerator unit exists."""
+        with_capacity = {a.region for a in self.accelerators if a.count > 0}
+        return [r for r in self.region_slugs() if r in with_capacity]
+
+    def accelerator(self, slug: str, region: str) -> AcceleratorKind | None:
+        return next((a for a in self.accelerators if a.slug == slug and a.region == region), None)
+
+    def accelerator_slugs(self) -> set[str]:
+        return {a.slug for a in self.accelerators}
+
+    def capacity(self, slug: str, region: str) -> int:
+        kind = self.accelerator(slug, region)
+        return kind.count if kind else 0
+
+    def model(self, slug: str) -> Model | None:
+        return next((m for m in self.models if m.slug == slug), None)
+
+
+def is_valid_region_slug(value: str) -> bool:
+    return bool(re.match(r"^[a-z0-9][a-z0-9-]*$", value))

@@ -1,0 +1,134 @@
+"""Tables. Timestamps are stored as naive UTC and read back timezone-aware."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    """Microseconds kept: lists are ordered by creation time."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Same wall-clock value on SQLite (no time zones) and PostgreSQL."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use timezone-aware UTC")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime(), dict[str, Any]: JSON}
+
+
+_ID = String(36)
+_LIVE = text("status != 'deleting'")
+
+
+class TeamRow(Base):
+    __tablename__ = "teams"
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiTokenRow(Base):
+    """A control-plane token (``dop_v1_…``); only its SHA-256 is kept."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InstanceRow(Base):
+    """A Dedicated Inference instance: identity, observed status and its secrets (sealed)."""
+
+    __tablename__ = "instances"
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    region: Mapped[str] = mapped_column(String(32), index=True)
+    vpc_uuid: Mapped[str] = mapped_column(_ID)
+    status: Mapped[str] = mapped_column(String(16))
+    status_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    live_deployment_id: Mapped[str | None] = mapped_column(_ID, default=None)
+    pending_deployment_id: Mapped[str | None] = mapped_column(_ID, default=None)
+    access_tokens_sealed: Mapped[str | None] = mapped_column(Text, default=None)
+    ca_cert_pem: Mapped[str] = mapped_column(Text)
+    ca_key_sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        # A name is unique among a team's instances that are not on their way out.
+        Index(
+            "uq_instances_team_name_live",
+            "team_id",
+            "name",
+            unique=True,
+            sqlite_where=_LIVE,
+            postgresql_where=_LIVE,
+        ),
+        Index("ix_instances_team_created", "team_id", "created_at", "id"),
+    )
+
+
+class DeploymentRow(Base):
+    """One version of an instance's spec; the instance points at its live and pending one."""
+
+    __tablename__ = "deployments"
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("instance_id", "version", name="uq_deployments_instance_version"),)
+
+
+class InstanceTokenRow(Base):
+    """A data-plane token (``di_…``) of one instance; only its SHA-256 is kept."""
+
+    __tablename__ = "instance_tokens"
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AcceleratorRow(Base):
+    """An accelerator unit placed for an instance by the controller."""
+
+    __tablename__ = "accelerators"
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[str] = mapped_column(_ID)
+    slug: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,54 @@
+"""Fixtures: real inferd servers on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import Server
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@contextmanager
+def database_url(backend: str, directory: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / 'inferd.db'}"
+    else:
+        from tests.support.postgres import postgres_admin_url, temporary_database
+
+        with temporary_database(postgres_admin_url()) as url:
+            yield url
+
+
+@contextmanager
+def running_server(backend: str, directory: Path, **env: str) -> Iterator[Server]:
+    directory.mkdir(parents=True, exist_ok=True)
+    with database_url(backend, directory) as url:
+        server = Server(data_dir=directory, database_url=url, env=env).start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One long-lived server per backend, shared by tests that do not restart it."""
+    with running_server(backend, tmp_path_factory.mktemp(f"inferd-{backend}")) as srv:
+        yield srv
+
+
+@pytest.fixture
+def fresh_server(backend: str, tmp_path: Path) -> Iterator[Server]:
+    """A server of one's own, for tests that restart it or count everything in it."""
+    with running_server(backend, tmp_path / "inferd") as srv:
+        yield srv
