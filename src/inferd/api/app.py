@@ -7,7 +7,16 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inferd import __version__
-from inferd.api.errors import ApiError, on_api_error, on_domain_error, on_http_error, on_validation_error
+from pydantic import ValidationError
+
+from inferd.api.errors import (
+    ApiError,
+    on_api_error,
+    on_domain_error,
+    on_http_error,
+    on_model_error,
+    on_validation_error,
+)
 from inferd.api.middleware import ControlPlaneMiddleware
 from inferd.api.openapi import build_openapi
 from inferd.api.routes import catalog, instances, tokens
@@ -30,6 +39,7 @@ def create_app(state: AppState) -> FastAPI:
     app.include_router(tokens.router)
     app.add_exception_handler(RequestValidationError, on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(DomainError, on_domain_error)
+    app.add_exception_handler(ValidationError, on_model_error)
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_middleware(ControlPlaneMiddleware, state=state)

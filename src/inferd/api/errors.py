@@ -6,9 +6,11 @@ import logging
 from typing import Any
 
 from fastapi import Request
+from pydantic import ValidationError
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from inferd.domain.errors import Conflict, DomainError, InvalidInput, NotFound
 
@@ -93,6 +95,14 @@ async def on_validation_error(request: Request, exc: RequestValidationError) -> 
     return _respond(request, 422, message + more)
 
 
+async def on_model_error(request: Request, exc: Exception) -> JSONResponse:
+    """A rule checked by re-validating merged input (e.g. a patched spec) is still bad input."""
+    assert isinstance(exc, ValidationError)
+    errors = exc.errors()
+    where = field_path(("spec", *errors[0]["loc"])) if errors else "body"
+    return _respond(request, 422, f"{where}: {errors[0]['msg'] if errors else 'invalid value'}")
+
+
 async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     if isinstance(exc, NotFound):
@@ -112,4 +122,17 @@ async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     message = MESSAGES.get(exc.status_code) or str(exc.detail)
-    return _respond(request, exc.status_code, message)
+    response = _respond(request, exc.status_code, message)
+    if exc.status_code == 405:
+        response.headers["allow"] = ", ".join(_allowed_methods(request))
+    return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)

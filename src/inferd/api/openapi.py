@@ -12,6 +12,20 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
+from inferd.domain.catalog import Catalog
+
+_INSTANCE_ID = {"dedicated_inference_id": "$response.body#/dedicated_inference/id"}
+# Operations reachable with the id that create returns (lets fuzzers go past 404s).
+_LINKED_OPERATIONS = [
+    "dedicatedInferences_get",
+    "dedicatedInferences_patch",
+    "dedicatedInferences_delete",
+    "dedicatedInferences_get_ca",
+    "dedicatedInferences_list_tokens",
+    "dedicatedInferences_create_tokens",
+    "dedicatedInferences_list_accelerators",
+]
+
 
 def _scope_of(route: APIRoute) -> str | None:
     for dependency in route.dependant.dependencies:
@@ -19,6 +33,47 @@ def _scope_of(route: APIRoute) -> str | None:
         if scope is not None:
             return str(scope.value)
     return None
+
+
+def _describe_catalog(document: dict[str, Any], catalog: Catalog) -> None:
+    """Enumerate what this installation accepts, so the document says what the server checks."""
+    schemas = document["components"]["schemas"]
+    regions = catalog.region_slugs()
+    slugs = sorted(catalog.accelerator_slugs())
+    models = [m.slug for m in catalog.models]
+    for name in ("DeploymentSpec", "SpecPatch"):
+        _set_enum(schemas[name]["properties"]["region"], regions)
+    for name in ("ModelDeployment-Input", "ModelDeployment"):
+        if name in schemas:
+            _set_enum(schemas[name]["properties"]["model_slug"], models)
+            _set_enum(schemas[name]["properties"]["accelerator_slug"], slugs)
+    for name in ("AcceleratorConfig-Input", "AcceleratorConfig"):
+        if name in schemas:
+            _set_enum(schemas[name]["properties"]["accelerator_slug"], slugs)
+    for path in document["paths"].values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "query" and parameter["name"] == "region":
+                    _set_enum(parameter["schema"], regions)
+                if parameter["in"] == "query" and parameter["name"] == "slug":
+                    _set_enum(parameter["schema"], slugs)
+                if parameter["in"] == "path":
+                    parameter["schema"]["format"] = "uuid"
+
+
+def _set_enum(schema: dict[str, Any], values: list[str]) -> None:
+    """Put an enum on a (possibly nullable) string schema."""
+    for option in schema.get("anyOf", [schema]):
+        if option.get("type") == "string":
+            option["enum"] = values
+
+
+def _add_links(document: dict[str, Any]) -> None:
+    create = document["paths"]["/v2/dedicated-inferences"]["post"]
+    create["responses"]["202"]["links"] = {
+        op.removeprefix("dedicatedInferences_"): {"operationId": op, "parameters": _INSTANCE_ID}
+        for op in _LINKED_OPERATIONS
+    }
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:
@@ -48,5 +103,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         for method in route.methods:
             operation = document["paths"][route.path_format][method.lower()]
             operation["security"] = [{"bearer_auth": [scope]}]
+    _describe_catalog(document, app.state.inferd.catalog)
+    _add_links(document)
     app.openapi_schema = document
     return document

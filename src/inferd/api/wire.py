@@ -32,6 +32,7 @@ class UpdateAccessTokens(_Forbid):
 
 
 class UpdateRequest(_Forbid):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
     spec: SpecPatch | None = None
     access_tokens: UpdateAccessTokens | None = None
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -30,6 +31,16 @@ MAX_SCALE = 1000
 MAX_MODEL_DEPLOYMENTS = 16
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON has one number type: accept ``2.0`` where an integer is due, never ``"2"`` or true."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[StrictInt, BeforeValidator(_whole_number)]
+
+
 def _uuid_string(value: str) -> str:
     try:
         return str(uuid.UUID(value))
@@ -43,22 +54,40 @@ class _Strict(BaseModel):
 
 class AcceleratorConfig(_Strict):
     accelerator_slug: StrictStr = Field(min_length=1, max_length=64)
-    scale: StrictInt = Field(ge=1, le=MAX_SCALE)
+    scale: WholeNumber = Field(ge=1, le=MAX_SCALE)
     type: Literal["prefill_decode"]
     status: StrictStr | None = Field(default=None, exclude=True)
     """Read-only in the reference; accepted on input and ignored."""
 
 
 class ModelDeployment(_Strict):
-    model_id: StrictStr | None = None
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["accelerators"], "properties": {"accelerators": {"minItems": 1}}},
+                {"required": ["accelerator_slug"], "properties": {"accelerator_slug": {"type": "string"}}},
+            ]
+        },
+    )
+    model_id: StrictStr | None = Field(
+        default=None,
+        json_schema_extra={
+            "anyOf": [
+                {"type": "string", "format": "uuid"},
+                {"type": "string", "maxLength": 0},
+                {"type": "null"},
+            ]
+        },
+    )
     """Empty for a new deployment; on update, names the existing deployment it replaces."""
     model_slug: StrictStr = Field(min_length=1, max_length=255)
     model_provider: Literal["hugging_face"] = "hugging_face"
     workload_config: dict[str, Any] = Field(default_factory=dict)
     accelerators: list[AcceleratorConfig] = Field(default_factory=list, max_length=8)
     # Shorthand that the reference's PATCH example uses: one accelerator kind and a count.
-    accelerator_slug: StrictStr | None = Field(default=None, exclude=True, max_length=64)
-    node_count: StrictInt | None = Field(default=None, exclude=True, ge=1, le=MAX_SCALE)
+    accelerator_slug: StrictStr | None = Field(default=None, exclude=True, min_length=1, max_length=64)
+    node_count: WholeNumber | None = Field(default=None, exclude=True, ge=1, le=MAX_SCALE)
 
     @field_validator("model_id")
     @classmethod
@@ -87,7 +116,7 @@ class ModelDeployment(_Strict):
 
 
 class Vpc(_Strict):
-    uuid: StrictStr
+    uuid: StrictStr = Field(json_schema_extra={"format": "uuid"})
 
     @field_validator("uuid")
     @classmethod
@@ -98,7 +127,7 @@ class Vpc(_Strict):
 class DeploymentSpec(_Strict):
     """A complete spec, as created or as stored (then ``model_id`` values are set)."""
 
-    version: StrictInt = Field(ge=1)
+    version: WholeNumber = Field(ge=1)
     name: StrictStr = Field(min_length=1, max_length=255, pattern=NAME_PATTERN)
     region: StrictStr = Field(min_length=1, max_length=32)
     vpc: Vpc
@@ -109,7 +138,7 @@ class DeploymentSpec(_Strict):
 class SpecPatch(_Strict):
     """A partial spec for PATCH: fields present replace the current ones."""
 
-    version: StrictInt | None = Field(default=None, ge=1)
+    version: WholeNumber | None = Field(default=None, ge=1)
     name: StrictStr | None = Field(default=None, min_length=1, max_length=255, pattern=NAME_PATTERN)
     region: StrictStr | None = Field(default=None, min_length=1, max_length=32)
     vpc: Vpc | None = None
@@ -140,7 +169,8 @@ def apply_patch(current: DeploymentSpec, patch: SpecPatch) -> DeploymentSpec:
     Region and VPC are fixed for an instance's life; a patch may repeat them but not change
     them. Deployments that carry a ``model_id`` must name one of the current deployments.
     """
-    changes = patch.model_dump(exclude_unset=True, exclude={"version"})
+    # An explicit null means "leave as is", like an absent field.
+    changes = patch.model_dump(exclude_unset=True, exclude_none=True, exclude={"version"})
     if patch.region is not None and patch.region != current.region:
         raise InvalidInput("spec.region", f"cannot change region of an instance (is {current.region})")
     if patch.vpc is not None and patch.vpc.uuid != current.vpc.uuid:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from typing import Any
+
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -39,6 +41,14 @@ def _flush_or_conflict(session: Session, name: str) -> None:
             session.flush()
     except IntegrityError as exc:
         raise Conflict(f"an instance named {name!r} already exists in this team") from exc
+
+
+def _page(session: Session, query: Select[Any], total: int, offset: int, limit: int) -> list[Any]:
+    """Rows of one page; a page past the end is empty without asking the database
+    (huge page numbers would overflow SQL's OFFSET)."""
+    if offset >= total:
+        return []
+    return list(session.scalars(query.offset(offset).limit(limit)))
 
 
 def name_in_use(session: Session, team_id: str, name: str, *, except_id: str | None = None) -> bool:
@@ -123,10 +133,8 @@ def list_instances(
     if region:
         where.append(InstanceRow.region == region)
     total = session.scalar(select(func.count()).select_from(InstanceRow).where(*where)) or 0
-    query = (
-        select(InstanceRow).where(*where).order_by(InstanceRow.created_at, InstanceRow.id).offset(offset).limit(limit)
-    )
-    return list(session.scalars(query)), total
+    query = select(InstanceRow).where(*where).order_by(InstanceRow.created_at, InstanceRow.id)
+    return _page(session, query, total, offset, limit), total
 
 
 def deployments_by_id(session: Session, ids: set[str]) -> dict[str, DeploymentRow]:
@@ -174,10 +182,8 @@ def list_instance_tokens(
         select(InstanceTokenRow)
         .where(InstanceTokenRow.instance_id == instance.id)
         .order_by(InstanceTokenRow.created_at, InstanceTokenRow.id)
-        .offset(offset)
-        .limit(limit)
     )
-    return list(session.scalars(query)), total
+    return _page(session, query, total, offset, limit), total
 
 
 def delete_instance_token(session: Session, instance: InstanceRow, token_id: str) -> None:
@@ -202,10 +208,8 @@ def list_accelerators(
         select(AcceleratorRow)
         .where(*where)
         .order_by(AcceleratorRow.created_at, AcceleratorRow.name)
-        .offset(offset)
-        .limit(limit)
     )
-    return list(session.scalars(query)), total
+    return _page(session, query, total, offset, limit), total
 
 
 def get_accelerator(session: Session, instance: InstanceRow, accelerator_id: str) -> AcceleratorRow:

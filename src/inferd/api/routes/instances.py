@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
@@ -68,47 +69,47 @@ def create_instance(body: CreateRequest, who: Creator, state: State) -> dict[str
 
 
 @router.get(
-    "/{dedicated_inference_id}", response_model=DedicatedInferenceEnvelope, response_model_exclude_none=True,
+    "/{dedicated_inference_id:uuid}", response_model=DedicatedInferenceEnvelope, response_model_exclude_none=True,
     operation_id="dedicatedInferences_get",
 )
-def get_instance(dedicated_inference_id: str, who: Reader, state: State) -> dict[str, Any]:
+def get_instance(dedicated_inference_id: UUID, who: Reader, state: State) -> dict[str, Any]:
     with state.database.session() as session:
-        instance = repo.get_instance(session, who.team_id, dedicated_inference_id)
+        instance = repo.get_instance(session, who.team_id, str(dedicated_inference_id))
         return {"dedicated_inference": instance_body(view_of(session, instance), state.settings)}
 
 
 @router.patch(
-    "/{dedicated_inference_id}", status_code=202, response_model=DedicatedInferenceEnvelope,
+    "/{dedicated_inference_id:uuid}", status_code=202, response_model=DedicatedInferenceEnvelope,
     response_model_exclude_none=True, operation_id="dedicatedInferences_patch",
 )
-def update_instance(dedicated_inference_id: str, body: UpdateRequest, who: Updater, state: State) -> dict[str, Any]:
+def update_instance(dedicated_inference_id: UUID, body: UpdateRequest, who: Updater, state: State) -> dict[str, Any]:
     """Accept a new spec version (or a new Hugging Face token); the instance goes ``updating``."""
     hf_token = body.access_tokens.hugging_face_token if body.access_tokens else None
-    view = InstanceService(state).update(who.team_id, dedicated_inference_id, body.spec, hf_token)
+    view = InstanceService(state).update(who.team_id, str(dedicated_inference_id), body.spec, hf_token)
     return {"dedicated_inference": instance_body(view, state.settings)}
 
 
 @router.delete(
-    "/{dedicated_inference_id}", status_code=202, response_class=Response,
+    "/{dedicated_inference_id:uuid}", status_code=202, response_class=Response,
     responses={202: {"description": "Deletion accepted."}}, operation_id="dedicatedInferences_delete",
 )
-def delete_instance(dedicated_inference_id: str, who: Deleter, state: State) -> Response:
-    InstanceService(state).delete(who.team_id, dedicated_inference_id)
+def delete_instance(dedicated_inference_id: UUID, who: Deleter, state: State) -> Response:
+    InstanceService(state).delete(who.team_id, str(dedicated_inference_id))
     return Response(status_code=202)
 
 
 @router.get(
-    "/{dedicated_inference_id}/accelerators", response_model=AcceleratorList, response_model_exclude_none=True,
+    "/{dedicated_inference_id:uuid}/accelerators", response_model=AcceleratorList, response_model_exclude_none=True,
     operation_id="dedicatedInferences_list_accelerators",
 )
 def list_accelerators(
-    request: Request, dedicated_inference_id: str, who: Reader, state: State,
+    request: Request, dedicated_inference_id: UUID, who: Reader, state: State,
     per_page: PerPage = 20, page: Page = 1, slug: Slug = None,
 ) -> dict[str, Any]:
     if slug is not None and slug not in state.catalog.accelerator_slugs():
         raise ApiError(422, f"slug: unknown accelerator slug {slug!r}")
     with state.database.session() as session:
-        instance = repo.get_instance(session, who.team_id, dedicated_inference_id)
+        instance = repo.get_instance(session, who.team_id, str(dedicated_inference_id))
         rows, total = repo.list_accelerators(
             session, instance, slug=slug, offset=offset_of(page, per_page), limit=per_page
         )
@@ -117,22 +118,22 @@ def list_accelerators(
 
 
 @router.get(
-    "/{dedicated_inference_id}/accelerators/{accelerator_id}", response_model=AcceleratorOut,
+    "/{dedicated_inference_id:uuid}/accelerators/{accelerator_id:uuid}", response_model=AcceleratorOut,
     operation_id="dedicatedInferences_get_accelerator",
 )
-def get_accelerator(dedicated_inference_id: str, accelerator_id: str, who: Reader, state: State) -> dict[str, Any]:
+def get_accelerator(dedicated_inference_id: UUID, accelerator_id: UUID, who: Reader, state: State) -> dict[str, Any]:
     with state.database.session() as session:
-        instance = repo.get_instance(session, who.team_id, dedicated_inference_id)
-        return accelerator_body(repo.get_accelerator(session, instance, accelerator_id))
+        instance = repo.get_instance(session, who.team_id, str(dedicated_inference_id))
+        return accelerator_body(repo.get_accelerator(session, instance, str(accelerator_id)))
 
 
 @router.get(
-    "/{dedicated_inference_id}/ca", response_model=CertificateOut, operation_id="dedicatedInferences_get_ca"
+    "/{dedicated_inference_id:uuid}/ca", response_model=CertificateOut, operation_id="dedicatedInferences_get_ca"
 )
-def get_ca(dedicated_inference_id: str, who: Reader, state: State) -> dict[str, str]:
+def get_ca(dedicated_inference_id: UUID, who: Reader, state: State) -> dict[str, str]:
     """The instance's CA certificate (PEM, base64): trust it to reach the private endpoint."""
     with state.database.session() as session:
-        instance = repo.get_instance(session, who.team_id, dedicated_inference_id)
+        instance = repo.get_instance(session, who.team_id, str(dedicated_inference_id))
         return {"cert": base64.b64encode(instance.ca_cert_pem.encode()).decode()}
 
 
