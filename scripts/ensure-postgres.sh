@@ -29,7 +29,9 @@ fi
 is_root() { [[ "$(id -u)" -eq 0 ]]; }
 
 # Serialise concurrent runs (parallel test workers) so they do not race to
-# install or start the same cluster.
+# install or start the same cluster. Every command that may leave a daemon
+# behind (pg_ctlcluster, pg_createcluster, apt-get) runs with "9>&-": a
+# postmaster that inherited fd 9 would hold this lock forever.
 if command -v flock >/dev/null 2>&1; then
     exec 9>"${TMPDIR:-/tmp}/inferd-ensure-postgres.$(id -u).lock"
     flock -w 600 9 || die "timed out waiting for another ensure-postgres run"
@@ -84,7 +86,7 @@ start_cluster() {
     local ver="$1" name="$2"
     log "starting PostgreSQL cluster $ver/$name"
     # --skip-systemctl-redirect: there may be no systemd (containers, CI).
-    pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start >&2 ||
+    pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start >&2 9>&- ||
         log "pg_ctlcluster $ver $name start failed (see /var/log/postgresql/postgresql-$ver-$name.log)"
 }
 
@@ -113,7 +115,7 @@ $clusters"
         can_manage_clusters || not_root_hint "create a cluster"
         ver="$(ls /usr/lib/postgresql | sort -V | tail -n 1)"
         log "no cluster found; creating PostgreSQL $ver/main on port $PORT"
-        pg_createcluster --port "$PORT" "$ver" main >&2
+        pg_createcluster --port "$PORT" "$ver" main >&2 9>&-
         start_cluster "$ver" main
         return 0
     fi
@@ -125,8 +127,8 @@ install_server() {
     command -v apt-get >/dev/null 2>&1 || die "PostgreSQL is not installed and apt-get is not available; install it by hand or set INFERD_TEST_POSTGRES_URL"
     log "PostgreSQL is not installed; installing it with apt-get (this takes a minute)"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >&2 || die "apt-get update failed"
-    apt-get install -y -q postgresql >&2 || die "apt-get install postgresql failed"
+    apt-get update -q >&2 9>&- || die "apt-get update failed"
+    apt-get install -y -q postgresql >&2 9>&- || die "apt-get install postgresql failed"
     # The package creates the cluster; in containers its post-install script
     # usually cannot start it (no systemd / policy-rc.d), so start it here.
     start_installed || die "postgresql was installed but no cluster was found (pg_lsclusters is empty)"
