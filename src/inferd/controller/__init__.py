@@ -1,0 +1,1 @@
+"""The reconciler: makes what runs match what the API recorded."""

