@@ -25,10 +25,12 @@ def database_url(backend: str, directory: Path) -> Iterator[str]:
 
 
 @contextmanager
-def running_server(backend: str, directory: Path, *, controller: bool = False, **env: str) -> Iterator[Server]:
+def running_server(
+    backend: str, directory: Path, *, controller: bool = False, gateway: bool = False, **env: str
+) -> Iterator[Server]:
     directory.mkdir(parents=True, exist_ok=True)
     with database_url(backend, directory) as url:
-        server = Server(data_dir=directory, database_url=url, env=env, controller=controller).start()
+        server = Server(data_dir=directory, database_url=url, env=env, controller=controller, gateway=gateway).start()
         try:
             yield server
         finally:

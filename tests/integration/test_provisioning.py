@@ -35,6 +35,7 @@ name_prefix = "slot"
 region = "atl1"
 count = 4
 slots = 2
+threads = 1
 
 [[models]]
 slug = "huggingfacetb/smollm2-135m-instruct"

@@ -45,7 +45,10 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     controller: bool = False
     """API-contract tests run the API alone (as production runs it, apart from the controller)."""
+    gateway: bool = False
     port: int = field(default_factory=free_port)
+    gateway_port: int = field(default_factory=free_port)
+    private_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -75,6 +78,8 @@ class Server:
                 "--database-url", self.database_url,
                 "--port", str(self.port),
                 "--controller" if self.controller else "--no-controller",
+                *(["--gateway", "--gateway-port", str(self.gateway_port), "--private-port", str(self.private_port)]
+                  if self.gateway else ["--no-gateway"]),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -25,9 +25,9 @@ class InstanceView:
 
 
 def endpoints(settings: Settings, instance_id: str, public: bool) -> dict[str, str]:
-    body = {"private_endpoint_fqdn": settings.private_endpoint_template.format(id=instance_id)}
+    body = {"private_endpoint_fqdn": settings.private_template().format(id=instance_id)}
     if public:
-        body["public_endpoint_fqdn"] = settings.public_endpoint_template.format(id=instance_id)
+        body["public_endpoint_fqdn"] = settings.public_template().format(id=instance_id)
     return body
 
 

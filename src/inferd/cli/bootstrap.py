@@ -14,6 +14,11 @@ from inferd.domain.catalog import Catalog
 from inferd.domain.scopes import FULL_ACCESS
 from inferd.domain.tokens import hash_token, new_api_token
 from inferd.pki import SecretBox, load_or_create_key_file
+from inferd.cli.servers import Listener
+from inferd.gateway.proxy import Limits, create_gateway_app
+from inferd.gateway.routes import RouteTable, load_snapshot
+from inferd.gateway.tls import InstanceCertificates
+from inferd.pki import TLSFiles
 from inferd.runtime.local import LocalRuntime
 from inferd.store import teams
 from inferd.store.db import Database
@@ -54,6 +59,32 @@ def build_controller(state: AppState) -> ControllerLoop:
         runtime=LocalRuntime(runtime_owner(state.settings)),
     )
     return ControllerLoop(reconciler, state.settings.controller_interval)
+
+
+def gateway_listeners(state: AppState, tls_files: TLSFiles) -> tuple[RouteTable, list[Listener]]:
+    """The public (http) and private (https, a certificate per instance by SNI) listeners."""
+    settings = state.settings
+    certificates = InstanceCertificates(
+        state.secrets, settings.private_template(), tls_files.cert, tls_files.key
+    )
+    routes = RouteTable(
+        lambda: load_snapshot(state.database), settings.gateway_refresh_interval, on_change=certificates.prepare
+    )
+    limits = Limits(
+        max_body_bytes=settings.gateway_max_body_bytes,
+        max_in_flight=settings.gateway_max_in_flight,
+        max_in_flight_per_instance=settings.gateway_max_in_flight_per_instance,
+    )
+    public = Listener(create_gateway_app(routes, "public", limits), settings.gateway_host, settings.gateway_public_port)
+    private = Listener(
+        create_gateway_app(routes, "private", limits),
+        settings.gateway_host,
+        settings.gateway_private_port,
+        ssl_context=lambda: certificates.default,
+        certfile=str(tls_files.cert),
+        keyfile=str(tls_files.key),
+    )
+    return routes, [public, private]
 
 
 def write_private_file(path: Path, text: str) -> None:

@@ -60,32 +60,66 @@ def serve(
     catalog: Annotated[Path | None, typer.Option(help="Catalog TOML [env INFERD_CATALOG_FILE].")] = None,
     tls: Annotated[bool | None, typer.Option("--tls/--no-tls", help="Serve HTTPS with a local CA.")] = None,
     controller: Annotated[bool, typer.Option("--controller/--no-controller", help="Run the reconciler too.")] = True,
+    gateway: Annotated[bool, typer.Option("--gateway/--no-gateway", help="Run the data-plane gateway too.")] = True,
+    gateway_port: Annotated[int | None, typer.Option(help="Public gateway port [env INFERD_GATEWAY_PUBLIC_PORT].")] = None,
+    private_port: Annotated[int | None, typer.Option(help="Private gateway port [env INFERD_GATEWAY_PRIVATE_PORT].")] = None,
 ) -> None:
-    """Run inferd in one process: API and controller (embedded default: SQLite in the data directory)."""
-    import uvicorn
-
+    """Run inferd in one process: API, controller and gateway (embedded default: SQLite)."""
     from inferd.api.app import create_app
-    from inferd.cli.bootstrap import build_controller, build_state, ensure_default_team
+    from inferd.cli.bootstrap import build_controller, build_state, ensure_default_team, gateway_listeners
+    from inferd.cli.servers import Listener, serve_all
     from inferd.config.logging import configure_logging
-    from inferd.pki import ensure_local_tls
 
-    settings = _settings(data_dir, database_url, host=host, port=port, catalog_file=catalog, tls=tls)
+    settings = _settings(
+        data_dir, database_url, host=host, port=port, catalog_file=catalog, tls=tls,
+        gateway_public_port=gateway_port, gateway_private_port=private_port,
+    )
     configure_logging(settings.log_format)
     state = build_state(settings)
     first_token = ensure_default_team(state)
-    ssl: dict[str, str] = {}
-    scheme = "http"
-    if settings.tls:
-        files = ensure_local_tls(settings.data_dir / "tls", hostnames=settings.tls_hostnames + [settings.host])
-        ssl = {"ssl_certfile": str(files.cert), "ssl_keyfile": str(files.key)}
-        scheme = "https"
-    shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    url = f"{scheme}://{shown_host}:{settings.port}"
-    _banner(settings, url, first_token)
+    tls_files = _local_tls(settings)
+    scheme = "https" if settings.tls else "http"
+    url = f"{scheme}://{_shown(settings.host)}:{settings.port}"
+    _banner(settings, url, first_token, gateway)
     api = create_app(state)
     if controller:
         api.router.lifespan_context = _with_controller(build_controller(state))
-    uvicorn.run(api, host=settings.host, port=settings.port, log_config=None, server_header=False, **ssl)
+    certificate = {"certfile": str(tls_files.cert), "keyfile": str(tls_files.key)} if settings.tls else {}
+    listeners = [Listener(api, settings.host, settings.port, **certificate)]
+    if gateway:
+        routes, gateway_side = gateway_listeners(state, tls_files)
+        routes.start()
+        listeners += gateway_side
+    serve_all(listeners)
+
+
+@app.command("gateway")
+def gateway_command(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
+    """Run only the data-plane gateway (production: a separate process; shares the secret key)."""
+    from inferd.cli.bootstrap import build_state, gateway_listeners
+    from inferd.cli.servers import serve_all
+    from inferd.config.logging import configure_logging
+
+    settings = _settings(data_dir, database_url)
+    configure_logging(settings.log_format)
+    state = build_state(settings, migrate=False)
+    routes, listeners = gateway_listeners(state, _local_tls(settings))
+    routes.start()
+    console.print(
+        f"gateway: public http://{_shown(settings.gateway_host)}:{settings.gateway_public_port}, "
+        f"private https://…:{settings.gateway_private_port}"
+    )
+    serve_all(listeners)
+
+
+def _shown(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::") else host
+
+
+def _local_tls(settings: Settings) -> Any:
+    from inferd.pki import ensure_local_tls
+
+    return ensure_local_tls(settings.data_dir / "tls", hostnames=settings.tls_hostnames + [settings.host])
 
 
 def _with_controller(loop: Any) -> Any:
@@ -174,18 +208,22 @@ def quickstart(
             time.sleep(0.5)
         else:
             _fail(f"instance still {status} after {timeout:.0f} s; see: inferd logs {instance_id}")
-    from sqlalchemy import select
-
-    from inferd.store.tables import ReplicaRow
-
-    state = _state(data_dir, None)
-    with state.database.session() as session:
-        replica = session.scalars(select(ReplicaRow).where(ReplicaRow.instance_id == instance_id)).first()
-        assert replica is not None
-        url = f"http://{replica.host}:{replica.port}"
-    console.print(f"[green]active[/green]: {model.name} answers at {url} (until the gateway lands, replicas are reached directly)")
+    endpoint = instance["endpoints"].get("public_endpoint_fqdn") or instance["endpoints"]["private_endpoint_fqdn"]
+    token = created.json()["token"]["value"]
+    if "public_endpoint_fqdn" in instance["endpoints"]:  # the gateway picks new routes up within a second
+        for _ in range(50):
+            try:
+                probe = httpx.post(f"{endpoint}/v1/chat/completions", headers={"Authorization": f"Bearer {token}"},
+                                   json={"model": model.slug, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+                if probe.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+    console.print(f"[green]active[/green]: {model.name} is served at {endpoint}/v1 (token shown once, below)")
     print(
-        f"curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' "
+        f"curl -s {endpoint}/v1/chat/completions -H 'Authorization: Bearer {token}' "
+        f"-H 'Content-Type: application/json' "
         f"""-d '{{"model": "{model.slug}", "messages": [{{"role": "user", "content": "Say hello"}}], "max_tokens": 32}}'"""
     )
 
@@ -233,7 +271,7 @@ def logs(
         print(log_tail(path, lines=lines, max_bytes=max(16_384, lines * 400)))
 
 
-def _banner(settings: Settings, url: str, first_token: str | None) -> None:
+def _banner(settings: Settings, url: str, first_token: str | None, gateway: bool = False) -> None:
     console.print(f"[bold]inferd {__version__}[/bold] API at [cyan]{url}[/cyan]  (database: {_safe_url(settings)})")
     if first_token:
         console.print(f"first admin token for team 'default' (shown once, also in {settings.data_dir / 'admin-token'}):")
@@ -243,6 +281,11 @@ def _banner(settings: Settings, url: str, first_token: str | None) -> None:
     if settings.tls:
         console.print(f"API CA certificate (trust it in clients): {settings.data_dir / 'tls' / 'api-ca.pem'}")
     console.print(f"OpenAPI document: {url}/v2/openapi.json")
+    if gateway:
+        console.print(
+            f"gateway: public endpoints {settings.public_template()}, "
+            f"private endpoints {settings.private_template()}"
+        )
     console.print("create a first instance and get a curl for it:  [bold].venv/bin/inferd quickstart[/bold]")
 
 

@@ -45,8 +45,21 @@ class Settings(BaseSettings):
     public_url: str | None = None
     """Base URL clients use to reach the API, for pagination links; default: from the request."""
 
-    public_endpoint_template: str = "http://{id}-public.inferd.localhost:8080"
-    private_endpoint_template: str = "https://{id}-private.inferd.localhost:8444"
+    public_endpoint_template: str | None = None
+    """Public endpoint URL of an instance (``{id}`` is replaced); default: the public gateway
+    listener with the instance id as path prefix. The gateway also routes ``{id}-public.<domain>``."""
+    private_endpoint_template: str | None = None
+    """Private endpoint URL; its host name is what the instance's TLS certificate is issued for.
+    Default ``https://{id}-private.inferd.localhost:<private port>``."""
+
+    gateway_host: str = "127.0.0.1"
+    gateway_public_port: int = 8080
+    gateway_private_port: int = 8444
+    gateway_refresh_interval: float = Field(default=0.5, gt=0)
+    """Seconds between reloads of routes and token hashes (revocations apply within that)."""
+    gateway_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    gateway_max_in_flight: int = Field(default=512, ge=1)
+    gateway_max_in_flight_per_instance: int = Field(default=128, ge=1)
 
     rate_limit_per_hour: int = Field(default=5000, ge=1)
     rate_limit_per_minute: int = Field(default=250, ge=1)
@@ -68,6 +81,13 @@ class Settings(BaseSettings):
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'inferd.db'}"
+
+    def public_template(self) -> str:
+        host = "127.0.0.1" if self.gateway_host in ("0.0.0.0", "::") else self.gateway_host
+        return self.public_endpoint_template or f"http://{host}:{self.gateway_public_port}/{{id}}"
+
+    def private_template(self) -> str:
+        return self.private_endpoint_template or f"https://{{id}}-private.inferd.localhost:{self.gateway_private_port}"
 
     def resolved_model_cache_dir(self) -> Path:
         return self.model_cache_dir or self.data_dir / "models"

@@ -1,0 +1,1 @@
+"""Data plane: per-instance OpenAI-compatible endpoints in front of the replicas."""
