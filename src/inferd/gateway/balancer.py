@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 
 from inferd.gateway.routes import Upstream
 
@@ -29,13 +28,11 @@ class Balancer:
         fewest = min(self.outstanding[u.replica_id] for u in pool)
         return random.choice([u for u in pool if self.outstanding[u.replica_id] == fewest])
 
-    @contextmanager
-    def track(self, upstream: Upstream) -> Iterator[None]:
+    def acquire(self, upstream: Upstream) -> None:
         self.outstanding[upstream.replica_id] += 1
-        try:
-            yield
-        finally:
-            self.outstanding[upstream.replica_id] -= 1
+
+    def release(self, upstream: Upstream) -> None:
+        self.outstanding[upstream.replica_id] -= 1
 
     def failed(self, upstream: Upstream) -> None:
         self._failed_at[upstream.replica_id] = time.monotonic()

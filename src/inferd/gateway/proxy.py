@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import httpx
 from starlette.applications import Starlette
@@ -171,8 +171,7 @@ class Gateway:
                     return openai_error(503, f"No replica of {model!r} is ready.", "server_error", "no_replica")
                 tried.add(upstream.replica_id)
                 outgoing = self.client.build_request("POST", upstream.url + path, content=body, headers=headers)
-                tracking = self.balancer.track(upstream)
-                tracking.__enter__()
+                self.balancer.acquire(upstream)
                 try:
                     # Nothing goes to the client before the replica's first body bytes: until
                     # then a failure (refused, reset, died mid-start) can still go elsewhere.
@@ -180,7 +179,7 @@ class Gateway:
                     chunks = response.aiter_raw()
                     first = await anext(chunks, b"")
                 except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                    tracking.__exit__(None, None, None)
+                    self.balancer.release(upstream)
                     if upstream.replica_id not in dropped:  # a reused connection may just have expired
                         dropped.add(upstream.replica_id)
                         tried.discard(upstream.replica_id)
@@ -189,15 +188,15 @@ class Gateway:
                     log.warning("replica %s closed before answering (%s); retrying", upstream.replica_id, exc)
                     continue
                 except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                    tracking.__exit__(None, None, None)
+                    self.balancer.release(upstream)
                     self.balancer.failed(upstream)
                     log.warning("replica %s refused the request (%s); retrying", upstream.replica_id, exc)
                     continue
                 except BaseException:
-                    tracking.__exit__(None, None, None)
+                    self.balancer.release(upstream)
                     raise
                 released = True
-                return self._respond(response, first, chunks, upstream, tracking, instance.id, labels, started, stream)
+                return self._respond(response, first, chunks, upstream, instance.id, labels, started, stream)
         finally:
             if not released:
                 self._leave(instance.id)
@@ -208,7 +207,6 @@ class Gateway:
         first: bytes,
         rest: AsyncIterator[bytes],
         upstream: Upstream,
-        tracking: Any,
         instance_id: str,
         labels: dict[str, str],
         started: float,
@@ -235,7 +233,7 @@ class Gateway:
                     yield chunk
             finally:  # also when the client went away: closing cancels the upstream request
                 await response.aclose()
-                tracking.__exit__(None, None, None)
+                self.balancer.release(upstream)
                 self._leave(instance_id)
                 metrics.REQUESTS.labels(**labels, code=str(response.status_code)).inc()
                 metrics.LATENCY.labels(**labels).observe(time.perf_counter() - started)
