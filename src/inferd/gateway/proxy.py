@@ -172,6 +172,7 @@ class Gateway:
                 tried.add(upstream.replica_id)
                 outgoing = self.client.build_request("POST", upstream.url + path, content=body, headers=headers)
                 self.balancer.acquire(upstream)
+                response: httpx.Response | None = None
                 try:
                     # Nothing goes to the client before the replica's first body bytes: until
                     # then a failure (refused, reset, died mid-start) can still go elsewhere.
@@ -179,6 +180,8 @@ class Gateway:
                     chunks = response.aiter_raw()
                     first = await anext(chunks, b"")
                 except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                    if response is not None:  # headers came, the body broke: free the connection
+                        await response.aclose()
                     self.balancer.release(upstream)
                     if upstream.replica_id not in dropped:  # a reused connection may just have expired
                         dropped.add(upstream.replica_id)
@@ -193,6 +196,8 @@ class Gateway:
                     log.warning("replica %s refused the request (%s); retrying", upstream.replica_id, exc)
                     continue
                 except BaseException:
+                    if response is not None:
+                        await response.aclose()
                     self.balancer.release(upstream)
                     raise
                 released = True
