@@ -9,7 +9,7 @@ from fastapi import Request
 
 from inferd.api.errors import ApiError
 from inferd.domain.scopes import Scope, grants
-from inferd.domain.tokens import hash_token, hashes_match, is_api_token
+from inferd.domain.tokens import bearer_value, hash_token, hashes_match, is_api_token
 from inferd.store import teams
 from inferd.store.db import Database
 
@@ -19,15 +19,6 @@ class Principal:
     team_id: str
     token_id: str
     scopes: tuple[str, ...]
-
-
-def bearer_value(authorization: str | None) -> str | None:
-    if not authorization:
-        return None
-    scheme, _, value = authorization.partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return value.strip() or None
 
 
 def authenticate(database: Database, authorization: str | None) -> Principal | None:

@@ -39,6 +39,16 @@ def is_instance_token(value: str) -> bool:
     return bool(_INSTANCE_TOKEN.match(value))
 
 
+def bearer_value(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header (both planes parse it the same way)."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
+
+
 def hash_token(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 

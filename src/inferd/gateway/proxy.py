@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from inferd.domain.tokens import hash_token, hashes_match, is_instance_token
+from inferd.domain.tokens import bearer_value, hash_token, hashes_match, is_instance_token
 from inferd.gateway import metrics
 from inferd.gateway.balancer import Balancer
 from inferd.gateway.routes import InstanceRoutes, Snapshot, Upstream
@@ -85,9 +85,8 @@ class Gateway:
         return None
 
     def authenticate(self, request: Request, snapshot: Snapshot, instance_id: str) -> bool:
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        value = value.strip()
-        if scheme.lower() != "bearer" or not is_instance_token(value):
+        value = bearer_value(request.headers.get("authorization"))
+        if value is None or not is_instance_token(value):
             return False
         digest = hash_token(value)
         owner = snapshot.tokens.get(digest)
