@@ -390,3 +390,13 @@ def test_local_tls_finishes_an_interrupted_ca_creation(tmp_path: Path) -> None:
     new_ca = files.ca_cert.read_bytes()
     assert new_ca != old_ca
     load(files.cert.read_bytes()).verify_directly_issued_by(load(new_ca))
+
+
+def test_sealed_json_round_trip() -> None:
+    from inferd.pki import SecretBox, generate_key_string
+
+    box = SecretBox.from_key_string(generate_key_string())
+    sealed = box.seal_json({"hugging_face_token": "hf_x"})
+    assert "hf_x" not in sealed
+    assert box.open_json(sealed) == {"hugging_face_token": "hf_x"}
+    assert box.open_json(None) == {}

@@ -5,7 +5,6 @@ Handlers call these; the controller later makes what is recorded real.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 
@@ -67,9 +66,7 @@ class InstanceService:
         self.state = state
 
     def _has_hf_token(self, instance: InstanceRow) -> bool:
-        if not instance.access_tokens_sealed:
-            return False
-        return bool(json.loads(self.state.secrets.open_text(instance.access_tokens_sealed)).get("hugging_face_token"))
+        return bool(self.state.secrets.open_json(instance.access_tokens_sealed).get("hugging_face_token"))
 
     def create(self, team_id: str, spec: DeploymentSpec, access_tokens: dict[str, str] | None) -> tuple[InstanceView, IssuedToken]:
         tokens = _clean_access_tokens(access_tokens or {})
@@ -88,7 +85,7 @@ class InstanceService:
                 deployment_status=deployment_status,
                 ca_cert_pem=ca.cert_pem.decode(),
                 ca_key_sealed=self.state.secrets.seal(ca.key_pem),
-                access_tokens_sealed=self.state.secrets.seal(json.dumps(tokens)) if tokens else None,
+                access_tokens_sealed=self.state.secrets.seal_json(tokens) if tokens else None,
             )
             token = _issue_token(session, instance, FIRST_TOKEN_NAME)
             return view_of(session, instance), token
@@ -102,13 +99,9 @@ class InstanceService:
                 raise Conflict("the instance is being deleted")
             now = utcnow()
             if hf_token is not None:
-                stored = (
-                    json.loads(self.state.secrets.open_text(instance.access_tokens_sealed))
-                    if instance.access_tokens_sealed
-                    else {}
-                )
+                stored = self.state.secrets.open_json(instance.access_tokens_sealed)
                 stored["hugging_face_token"] = hf_token
-                instance.access_tokens_sealed = self.state.secrets.seal(json.dumps(stored))
+                instance.access_tokens_sealed = self.state.secrets.seal_json(stored)
             if patch is not None:
                 current = view_of(session, instance)
                 desired = current.pending or current.live

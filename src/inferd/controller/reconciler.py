@@ -9,7 +9,6 @@ Every pass is idempotent and safe to interrupt at any line:
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import time
@@ -455,9 +454,7 @@ class Reconciler:
         )
 
     def _hf_token(self, instance: InstanceRow) -> str | None:
-        if not instance.access_tokens_sealed:
-            return None
-        token = json.loads(self.secrets.open_text(instance.access_tokens_sealed)).get("hugging_face_token")
+        token = self.secrets.open_json(instance.access_tokens_sealed).get("hugging_face_token")
         return str(token) if token else None
 
     def _log_path(self, replica: ReplicaRow) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 import secrets
 from pathlib import Path
@@ -70,6 +71,14 @@ class SecretBox:
         except UnicodeDecodeError:
             raise SealError("sealed secret is not UTF-8 text") from None
 
+
+    def seal_json(self, value: dict[str, str]) -> str:
+        """A small JSON object (e.g. an instance's provider tokens), sealed as one value."""
+        return self.seal(json.dumps(value))
+
+    def open_json(self, token: str | None) -> dict[str, str]:
+        """The object ``seal_json`` sealed; nothing sealed yet is an empty object."""
+        return dict(json.loads(self.open_text(token))) if token else {}
     def __repr__(self) -> str:
         return "SecretBox(<key redacted>)"
 
