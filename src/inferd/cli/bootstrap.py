@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 from pathlib import Path
 
 from inferd.api.ratelimit import RateLimiter
 from inferd.api.state import AppState
 from inferd.config import Settings, load_catalog_document
-from inferd.controller.loop import ControllerLoop, runtime_owner
+from inferd.controller.lease import LeaderLease
+from inferd.controller.loop import ControllerLoop
+from inferd.controller.observe import Timeouts
 from inferd.controller.reconciler import Reconciler
 from inferd.domain.catalog import Catalog
 from inferd.domain.scopes import FULL_ACCESS
@@ -19,10 +23,12 @@ from inferd.gateway.proxy import Limits, create_gateway_app
 from inferd.gateway.routes import RouteTable, load_snapshot
 from inferd.gateway.tls import InstanceCertificates
 from inferd.pki import TLSFiles
+from inferd.runtime.base import Runtime
 from inferd.runtime.local import LocalRuntime
 from inferd.store import teams
 from inferd.store.db import Database
 from inferd.store.migrate import upgrade
+from inferd.store.tables import InstanceRow
 
 DEFAULT_TEAM = "default"
 
@@ -50,15 +56,46 @@ def build_state(settings: Settings, *, migrate: bool = True) -> AppState:
     )
 
 
-def build_controller(state: AppState) -> ControllerLoop:
+def runtime_owner(settings: Settings) -> str:
+    """Identifies this installation's processes on this machine (several may share it)."""
+    key = f"{socket.gethostname()}|{settings.resolved_database_url()}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """The runtime the settings name; Ray is imported only when chosen."""
+    if settings.runtime == "ray":
+        if not settings.ray_address:
+            raise SystemExit("INFERD_RUNTIME=ray needs INFERD_RAY_ADDRESS (HOST:PORT of the Ray head)")
+        from inferd.runtime.ray import RayRuntime
+
+        return RayRuntime(settings.ray_address, settings.resolved_ray_namespace())
+    return LocalRuntime(
+        runtime_owner(settings), cache_dir=settings.resolved_model_cache_dir(), log_dir=settings.replica_log_dir()
+    )
+
+
+def build_controller(state: AppState, *, stop_replicas_on_exit: bool = False) -> ControllerLoop:
+    settings = state.settings
+    secrets = state.secrets
+
+    def hf_token_of(instance: InstanceRow) -> str | None:
+        token = secrets.open_json(instance.access_tokens_sealed).get("hugging_face_token")
+        return str(token) if token else None
+
     reconciler = Reconciler(
         database=state.database,
         catalog=state.catalog,
-        secrets=state.secrets,
-        settings=state.settings,
-        runtime=LocalRuntime(runtime_owner(state.settings)),
+        runtime=build_runtime(settings),
+        timeouts=Timeouts(
+            startup=settings.startup_timeout, placing=settings.placing_timeout,
+            drain=settings.drain_seconds, stop=settings.stop_timeout,
+        ),
+        hf_token_of=hf_token_of,
+        max_download_bytes=settings.max_download_bytes,
     )
-    return ControllerLoop(reconciler, state.settings.controller_interval)
+    lease = LeaderLease(state.database, ttl_seconds=settings.lease_ttl)
+    return ControllerLoop(reconciler, settings.controller_interval, lease, stop_replicas_on_exit=stop_replicas_on_exit)
 
 
 def gateway_listeners(state: AppState, tls_files: TLSFiles) -> tuple[RouteTable, list[Listener]]:

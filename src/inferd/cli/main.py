@@ -63,6 +63,10 @@ def serve(
     gateway: Annotated[bool, typer.Option("--gateway/--no-gateway", help="Run the data-plane gateway too.")] = True,
     gateway_port: Annotated[int | None, typer.Option(help="Public gateway port [env INFERD_GATEWAY_PUBLIC_PORT].")] = None,
     private_port: Annotated[int | None, typer.Option(help="Private gateway port [env INFERD_GATEWAY_PRIVATE_PORT].")] = None,
+    stop_replicas_on_exit: Annotated[bool | None, typer.Option(
+        "--stop-replicas-on-exit/--keep-replicas-on-exit",
+        help="Stop every model server when this process stops [default: yes on the local runtime, "
+             "no on Ray; env INFERD_STOP_REPLICAS_ON_EXIT].")] = None,
 ) -> None:
     """Run inferd in one process: API, controller and gateway (embedded default: SQLite)."""
     from inferd.api.app import create_app
@@ -83,7 +87,8 @@ def serve(
     _banner(settings, url, first_token, gateway)
     api = create_app(state)
     if controller:
-        api.router.lifespan_context = _with_controller(build_controller(state))
+        stop = _first(stop_replicas_on_exit, settings.stop_replicas_on_exit, settings.runtime == "local")
+        api.router.lifespan_context = _with_controller(build_controller(state, stop_replicas_on_exit=stop))
     certificate = {"certfile": str(tls_files.cert), "keyfile": str(tls_files.key)} if settings.tls else {}
     listeners = [Listener(api, settings.host, settings.port, **certificate)]
     if gateway:
@@ -140,9 +145,22 @@ def _with_controller(loop: Any) -> Any:
     return lifespan
 
 
+def _first(*values: bool | None) -> bool:
+    return next(v for v in values if v is not None)
+
+
 @app.command("controller")
-def controller_command(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
-    """Run only the reconciler (production: API, controller and gateway as separate processes)."""
+def controller_command(
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    stop_replicas_on_exit: Annotated[bool | None, typer.Option(
+        "--stop-replicas-on-exit/--keep-replicas-on-exit",
+        help="Stop every model server when this controller stops [default: no: the next leader adopts them].",
+    )] = None,
+) -> None:
+    """Run only the reconciler (production: API, controller and gateway as separate processes).
+
+    Any number may run against one database: one holds the lease and acts, the others stand by."""
     import signal
     import threading
 
@@ -151,7 +169,8 @@ def controller_command(data_dir: DataDir = None, database_url: DatabaseUrl = Non
 
     settings = _settings(data_dir, database_url)
     configure_logging(settings.log_format)
-    loop = build_controller(build_state(settings))
+    stop = _first(stop_replicas_on_exit, settings.stop_replicas_on_exit, False)
+    loop = build_controller(build_state(settings), stop_replicas_on_exit=stop)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
@@ -226,49 +245,6 @@ def quickstart(
         f"-H 'Content-Type: application/json' "
         f"""-d '{{"model": "{model.slug}", "messages": [{{"role": "user", "content": "Say hello"}}], "max_tokens": 32}}'"""
     )
-
-
-@app.command()
-def replicas(
-    instance_id: Annotated[str | None, typer.Argument(help="Only this instance.")] = None,
-    data_dir: DataDir = None,
-    database_url: DatabaseUrl = None,
-) -> None:
-    """Model-server replicas: where each listens, its status and last error."""
-    from sqlalchemy import select
-
-    from inferd.store.tables import ReplicaRow
-
-    state = _state(data_dir, database_url)
-    with state.database.session() as session:
-        query = select(ReplicaRow).order_by(ReplicaRow.instance_id, ReplicaRow.created_at)
-        if instance_id:
-            query = query.where(ReplicaRow.instance_id == instance_id)
-        rows = [
-            [r.instance_id, r.id, r.model_slug, r.status, f"http://{r.host}:{r.port}", str(r.pid or "-"),
-             str(r.restarts), r.last_error or ""]
-            for r in session.scalars(query)
-        ]
-    _print_table(["instance", "replica", "model", "status", "url", "pid", "restarts", "last_error"], rows)
-
-
-@app.command()
-def logs(
-    instance_id: str,
-    lines: Annotated[int, typer.Option(help="Lines from the end of each replica's log.")] = 50,
-    data_dir: DataDir = None,
-) -> None:
-    """Print the model-server logs of an instance's replicas."""
-    from inferd.runtime.local import log_tail
-
-    settings = _settings(data_dir, None)
-    directory = settings.replica_log_dir() / instance_id
-    files = sorted(directory.glob("*.log"), key=lambda p: p.stat().st_mtime) if directory.is_dir() else []
-    if not files:
-        _fail(f"no logs for instance {instance_id} in {settings.replica_log_dir()}")
-    for path in files:
-        print(f"==> replica {path.stem} <==")
-        print(log_tail(path, lines=lines, max_bytes=max(16_384, lines * 400)))
 
 
 def _banner(settings: Settings, url: str, first_token: str | None, gateway: bool = False) -> None:
@@ -411,3 +387,8 @@ def token_revoke(token_id: str, data_dir: DataDir = None, database_url: Database
     except DomainError as exc:
         _fail(exc.message)
     console.print("revoked")
+
+
+from inferd.cli import ops  # noqa: E402  (registers replicas, logs, status on ``app``)
+
+ops.register(app)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,6 +74,21 @@ class Settings(BaseSettings):
     stop_timeout: float = Field(default=60, gt=0)
     """After the drain period, the longest a replica being stopped may finish its requests in
     flight before SIGTERM anyway (SIGKILL follows 10 s later)."""
+    runtime: Literal["local", "ray"] = "local"
+    """Where replicas run: ``local`` processes on this machine, or actors on a Ray cluster."""
+    ray_address: str | None = None
+    """``HOST:PORT`` of the Ray head (``ray start --head``); needed with ``runtime=ray``."""
+    ray_namespace: str | None = None
+    """Ray namespace of this installation's actors; default ``inferd-<hash of the database URL>``."""
+    lease_ttl: float = Field(default=5.0, gt=0.5)
+    """Seconds a controller's leadership lasts without renewal (takeover delay after a crash)."""
+    placing_timeout: float = Field(default=300, gt=0)
+    """Seconds a replica may wait for a node with room before it counts as failed."""
+    max_download_bytes: int | None = Field(default=None, ge=1)
+    """Largest model download a replica may start (checked against the hub's listing first)."""
+    stop_replicas_on_exit: bool | None = None
+    """Stop every replica when the controller stops; default: yes for ``serve`` on the local
+    runtime, no otherwise (``inferd controller``, Ray)."""
     model_cache_dir: Path | None = None
     """Where downloaded models go; default ``<data_dir>/models``."""
     log_format: str = "text"
@@ -88,6 +103,12 @@ class Settings(BaseSettings):
 
     def private_template(self) -> str:
         return self.private_endpoint_template or f"https://{{id}}-private.inferd.localhost:{self.gateway_private_port}"
+
+    def resolved_ray_namespace(self) -> str:
+        import hashlib
+
+        digest = hashlib.sha256(self.resolved_database_url().encode()).hexdigest()[:12]
+        return self.ray_namespace or f"inferd-{digest}"
 
     def resolved_model_cache_dir(self) -> Path:
         return self.model_cache_dir or self.data_dir / "models"

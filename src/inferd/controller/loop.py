@@ -1,28 +1,31 @@
-"""Runs reconcile passes in a background thread until asked to stop."""
+"""Runs reconcile passes in a background thread while this process holds the controller lease.
+
+Any number of controllers may run; the one holding the lease (``LeaderLease``) acts, the
+others renew their claim attempt every interval and take over within the lease TTL when the
+leader dies. Stopping a controller never stops model servers unless asked to
+(``stop_replicas_on_exit``): the next leader adopts them.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import socket
 import threading
 
-from inferd.config import Settings
+from inferd.controller.lease import LeaderLease
 from inferd.controller.reconciler import Reconciler
 
 log = logging.getLogger("inferd.controller")
 
 
-def runtime_owner(settings: Settings) -> str:
-    """Identifies this installation's processes on this machine (several may share it)."""
-    key = f"{socket.gethostname()}|{settings.resolved_database_url()}"
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
 class ControllerLoop:
-    def __init__(self, reconciler: Reconciler, interval: float) -> None:
+    def __init__(
+        self, reconciler: Reconciler, interval: float, lease: LeaderLease, *, stop_replicas_on_exit: bool = False
+    ) -> None:
         self.reconciler = reconciler
         self.interval = interval
+        self.lease = lease
+        self.stop_replicas_on_exit = stop_replicas_on_exit
+        reconciler.still_leader = lease.is_held
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inferd-controller", daemon=True)
 
@@ -30,18 +33,24 @@ class ControllerLoop:
         self._thread.start()
 
     def _run(self) -> None:
-        log.info("controller started")
+        log.info("controller started (%s runtime, lease holder %s)", self.reconciler.runtime.name, self.lease.holder)
         while not self._stopping.is_set():
             try:
-                self.reconciler.run_once()
+                if self.lease.hold():
+                    self.reconciler.run_once()
             except Exception:  # a bad pass (database briefly away) must not end the loop
                 log.exception("reconcile pass failed")
             self._stopping.wait(self.interval)
 
     def stop(self) -> None:
-        """Finish the current pass, then stop every replica (clean shutdown, no orphans)."""
+        """Finish the current pass and hand the lease over; replicas keep serving unless asked."""
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join(timeout=60)
-        self.reconciler.stop_all()
-        log.info("controller stopped; replicas stopped")
+        if self.stop_replicas_on_exit and self.lease.hold():
+            self.reconciler.stop_all()
+            log.info("controller stopped; replicas stopped (--stop-replicas-on-exit)")
+        else:
+            log.info("controller stopped; replicas keep serving")
+        self.lease.release()
+        self.reconciler.runtime.close()

@@ -43,6 +43,34 @@ class AcceleratorKind(BaseModel):
     """Requests one replica serves concurrently (llama.cpp ``-np``)."""
     threads: int | None = Field(default=None, ge=1)
     """CPU threads per replica; default: the engine's choice."""
+    capacity_from: Literal["catalog", "cluster"] = "catalog"
+    """``cluster``: ``count`` is what the runtime's nodes have now (Ray), not the number above."""
+    ray_resource: str | None = Field(default=None, max_length=128)
+    """Custom Ray resource one unit takes one of (e.g. ``inferd-cpu-slot``); default for GPU
+    kinds: ``gpus_per_unit`` of Ray's ``GPU`` resource."""
+    ray_accelerator_type: str | None = Field(default=None, max_length=64)
+    """Only nodes whose GPUs are of this Ray accelerator type (``H100``, ``A100``, …)."""
+    cpus_per_unit: float = Field(default=1.0, ge=0)
+    """CPU cores a replica reserves where a scheduler counts them (Ray ``num_cpus``)."""
+    devices: tuple[int, ...] | None = None
+    """Local runtime: the CUDA device ids of this kind on this machine; unit ``i`` owns
+    ``devices[i*gpus_per_unit:(i+1)*gpus_per_unit]``. Default ``0 … count*gpus_per_unit-1``."""
+
+    def unit_devices(self, unit: int) -> tuple[int, ...]:
+        """The GPUs of unit ``unit`` on the local runtime (empty for CPU kinds)."""
+        if self.gpus_per_unit == 0:
+            return ()
+        ids = self.devices if self.devices is not None else tuple(range(self.count * self.gpus_per_unit))
+        return tuple(ids[unit * self.gpus_per_unit : (unit + 1) * self.gpus_per_unit])
+
+    @model_validator(mode="after")
+    def _enough_devices(self) -> AcceleratorKind:
+        if self.devices is not None and self.capacity_from == "catalog" and len(self.devices) < self.count * self.gpus_per_unit:
+            raise ValueError(
+                f"accelerator {self.slug!r}: {self.count} units of {self.gpus_per_unit} GPUs need "
+                f"{self.count * self.gpus_per_unit} devices, {len(self.devices)} listed"
+            )
+        return self
 
     @field_validator("price_per_hour")
     @classmethod
@@ -125,6 +153,19 @@ class Catalog(BaseModel):
     def capacity(self, slug: str, region: str) -> int:
         kind = self.accelerator(slug, region)
         return kind.count if kind else 0
+
+    def counted_by_cluster(self) -> bool:
+        return any(a.capacity_from == "cluster" for a in self.accelerators)
+
+    def with_counts(self, counts: dict[tuple[str, str], int]) -> Catalog:
+        """This catalog with the counts of cluster-counted kinds replaced (missing: 0 units)."""
+        if not self.counted_by_cluster():
+            return self
+        kinds = tuple(
+            a.model_copy(update={"count": counts.get((a.slug, a.region), 0)}) if a.capacity_from == "cluster" else a
+            for a in self.accelerators
+        )
+        return self.model_copy(update={"accelerators": kinds})
 
     def model(self, slug: str) -> Model | None:
         return next((m for m in self.models if m.slug == slug), None)

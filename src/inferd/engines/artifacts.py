@@ -15,6 +15,13 @@ download writes a manifest; later resolves of a non-gated repo use it without an
 request, so replicas restart even while the hub is down. Gated repos are re-checked with the
 hub on every resolve (one small listing request), so a cached copy never serves a token that
 has no access. Tokens are sent only as ``Authorization`` headers and never appear in messages.
+
+Before any weight byte is fetched, the sizes in the hub's listing are checked against the
+caller's ``max_bytes`` and the cache filesystem's free space (less ``DISK_MARGIN_BYTES``), so an
+oversized model fails fast with ``ModelTooLarge`` instead of filling the disk. Files already in
+the cache count as 0; files the hub lists without a size are not counted (nothing is known
+about them), and the message then says "at least". A stream that runs past its listed size is
+cut off, so a hub that under-reports a size cannot get around the check.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -40,6 +48,9 @@ DEFAULT_REVISION = "main"
 MANIFEST_NAME = ".inferd-manifest.json"
 CHUNK_BYTES = 1 << 20
 HUB_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+DISK_MARGIN_BYTES = 1 << 30  # left free on the cache filesystem for logs, temp files, other models
+
+ProgressCallback = Callable[[int, int | None], None]  # (done_bytes, total_bytes or None if unknown)
 
 _PACKAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -59,6 +70,10 @@ class ModelNotFound(LookupError):
 
 class HubError(RuntimeError):
     """The hub failed in a way that is neither 'not found' nor 'no access' (5xx, network, truncation)."""
+
+
+class ModelTooLarge(ValueError):
+    """The files to download exceed ``max_bytes`` or the cache's free disk space (checked up front)."""
 
 
 @dataclass(frozen=True)
@@ -112,10 +127,18 @@ def resolve(
     gated: bool = False,
     hub_url: str = DEFAULT_HUB,
     files: Sequence[str] | None = None,
+    max_bytes: int | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> ModelArtifact:
     """Local weights for ``source``, downloading from the hub if needed.
 
-    Blocking (network and disk); call it from a worker thread in async code.
+    Blocking (network and disk); call it from a worker thread in async code. ``max_bytes``
+    caps what a hub download may add to the cache (``ModelTooLarge`` before any file request).
+    ``on_progress(done_bytes, total_bytes)`` is called from this thread about every 1 MiB
+    received and once when the downloads are done; ``total_bytes`` is None when the hub did not
+    list every size. It is only called for hub sources that reach the download step (not for
+    ``package:``/``file:`` sources or a cache hit that needs no listing); an exception it raises
+    aborts the download and removes the partial file, which lets a caller cancel.
     """
     parsed = parse_source(source)
     if parsed.kind == "package":
@@ -131,6 +154,8 @@ def resolve(
         gated=gated,
         hub_url=hub_url,
         files=files,
+        max_bytes=max_bytes,
+        on_progress=on_progress,
     )
 
 
@@ -194,6 +219,8 @@ def _from_hub(
     gated: bool,
     hub_url: str,
     files: Sequence[str] | None,
+    max_bytes: int | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> ModelArtifact:
     if gated and not token:
         raise GatedModelError(
@@ -211,12 +238,26 @@ def _from_hub(
         listing = list_repo_files(client, hub, repo, revision, token_given=bool(token))
         wanted = select_files(listing, files, repo=repo, revision=revision)
         rel_path, fmt = _layout(wanted, repo=repo)
-        for item in wanted:
+        pending = [f for f in wanted if not _is_present(target / f.name, f.size)]
+        check_budget(pending, repo=repo, revision=revision, max_bytes=max_bytes, free_bytes=_free_bytes(target))
+        sizes = [f.size for f in pending]
+        total = sum(s for s in sizes if s is not None) if None not in sizes else None
+        done = 0
+
+        def on_chunk(n: int) -> None:
+            nonlocal done
+            done += n
+            if on_progress is not None:
+                on_progress(done, total)
+
+        for item in pending:
             url = f"{hub}/{repo}/resolve/{quote(revision, safe='')}/{quote(item.name)}"
             download_file(
                 client, url, target / item.name, item.size,
-                repo=repo, revision=revision, token_given=bool(token),
+                repo=repo, revision=revision, token_given=bool(token), on_chunk=on_chunk,
             )
+        if on_progress is not None:
+            on_progress(done, total)
     _write_manifest(target, request, wanted, rel_path, fmt)
     return _artifact(slug, target, rel_path, fmt, repo, revision)
 
@@ -338,6 +379,53 @@ def _layout(wanted: Sequence[HubFile], *, repo: str) -> tuple[str, str]:
     raise ValueError(f"the files chosen from {repo} make neither one .gguf nor a safetensors checkpoint")
 
 
+def human_bytes(n: int) -> str:
+    """``3.2 GiB``-style sizes for messages people read."""
+    if abs(n) < 1024:
+        return f"{n} B"
+    value = n / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if abs(value) < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def _free_bytes(target: Path) -> int:
+    """Free space of the filesystem ``target`` will live on (it may not exist yet)."""
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def check_budget(
+    pending: Sequence[HubFile], *, repo: str, revision: str, max_bytes: int | None, free_bytes: int
+) -> None:
+    """Refuse a download whose listed sizes exceed ``max_bytes`` or free space less the margin.
+
+    Only listed sizes count: files without one cannot be judged before downloading them.
+    """
+    known = sum(f.size for f in pending if f.size is not None)
+    if known <= 0:
+        return  # nothing (known) to add: never fail a cached model on a full disk
+    needs = f"{repo}@{revision} needs {'at least ' if any(f.size is None for f in pending) else ''}{human_bytes(known)}"
+    if max_bytes is not None and known > max_bytes:
+        raise ModelTooLarge(f"{needs} of downloads, over the limit of {human_bytes(max_bytes)}")
+    room = max(free_bytes - DISK_MARGIN_BYTES, 0)
+    if known > room:
+        raise ModelTooLarge(
+            f"{needs} of downloads, but the model cache has only {human_bytes(room)} free "
+            f"after keeping {human_bytes(DISK_MARGIN_BYTES)} spare"
+        )
+
+
+def _is_present(dest: Path, size: int | None) -> bool:
+    """A file under its final name is complete when its size matches the hub's (or none was given):
+    the rename-on-completion makes any file under a final name a complete one."""
+    return dest.is_file() and (size is None or dest.stat().st_size == size)
+
+
 def download_file(
     client: httpx.Client,
     url: str,
@@ -347,20 +435,23 @@ def download_file(
     repo: str,
     revision: str,
     token_given: bool,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> bool:
     """Stream ``url`` to ``dest`` via a temp file + rename; False when already present.
 
-    A present file counts as complete when its size matches the hub's (or the hub gave none:
-    the rename-on-completion makes any file under a final name a complete one).
+    The size on disk must equal the listed ``size`` (when given) before the rename, so a
+    truncated or overlong download is never accepted. ``on_chunk(n)`` is told of each chunk.
     """
-    if dest.is_file() and (size is None or dest.stat().st_size == size):
+    if _is_present(dest, size):
         return False
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            _stream_into(client, url, out, repo=repo, revision=revision, token_given=token_given)
+            _stream_into(
+                client, url, out, size, repo=repo, revision=revision, token_given=token_given, on_chunk=on_chunk
+            )
             out.flush()
             os.fsync(out.fileno())
         got = tmp.stat().st_size
@@ -374,14 +465,30 @@ def download_file(
 
 
 def _stream_into(
-    client: httpx.Client, url: str, out: Any, *, repo: str, revision: str, token_given: bool
+    client: httpx.Client,
+    url: str,
+    out: Any,
+    size: int | None,
+    *,
+    repo: str,
+    revision: str,
+    token_given: bool,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> None:
+    """Copy the body in ``CHUNK_BYTES`` pieces, stopping as soon as it outgrows the listed size
+    (the up-front size check relied on that size)."""
     name = url.rsplit("/", 1)[-1]
+    written = 0
     try:
         with client.stream("GET", url) as response:
             raise_for_hub_status(response, repo=repo, revision=revision, token_given=token_given)
             for chunk in response.iter_bytes(CHUNK_BYTES):
+                written += len(chunk)
+                if size is not None and written > size:
+                    raise HubError(f"download of {name} from {repo} is larger than the listed {size} bytes")
                 out.write(chunk)
+                if on_chunk is not None:
+                    on_chunk(len(chunk))
     except httpx.HTTPError as exc:
         raise HubError(f"download of {name} from {repo} failed: {type(exc).__name__}") from None
 

@@ -53,9 +53,10 @@ def load_snapshot(database: Database) -> Snapshot:
         deployment_ids = {i.live_deployment_id or i.pending_deployment_id for i in instances} - {None}
         specs = {d.id: d.spec for d in session.scalars(select(DeploymentRow).where(DeploymentRow.id.in_(deployment_ids)))}
         ready: dict[str, dict[str, list[Upstream]]] = {}
-        for replica in session.scalars(select(ReplicaRow).where(ReplicaRow.status == "ready")):
+        query = select(ReplicaRow).where(ReplicaRow.status == "ready", ReplicaRow.endpoint.is_not(None))
+        for replica in session.scalars(query):
             ready.setdefault(replica.instance_id, {}).setdefault(replica.model_slug, []).append(
-                Upstream(replica.id, f"http://{replica.host}:{replica.port}")
+                Upstream(replica.id, replica.endpoint or "")
             )
         tokens = {h: i for h, i in session.execute(select(InstanceTokenRow.token_hash, InstanceTokenRow.instance_id))}
     routes = {}

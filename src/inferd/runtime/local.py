@@ -1,26 +1,42 @@
-"""Replicas as child processes on this machine.
+"""Replicas as processes on this machine.
 
-Each replica runs in its own session (so it survives a crash of the controller and can be
-adopted by the next one) and carries ``INFERD_REPLICA_ID`` and ``INFERD_RUNTIME_OWNER`` in its
-environment, which is how a restarted controller finds every process it started, including
-one it launched just before dying and never recorded. A pid is only trusted together with
-the start time the kernel gives it, so a reused pid is never mistaken for a replica.
+Each engine runs in its own session, so it outlives the controller that started it, and
+carries labels in its environment (``INFERD_REPLICA_ID``, ``INFERD_REPLICA_HANDLE``,
+``INFERD_RUNTIME_OWNER``, its endpoint). That is how a controller started later (after a
+crash, an upgrade, or a leader change) finds and adopts every process of this installation
+by scanning ``/proc``. A pid is only trusted with the start time the kernel gives it, so a
+reused pid is never mistaken for a replica.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
-import subprocess
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from inferd.engines.base import LaunchSpec
-from inferd.runtime.base import ProcessRef
+from inferd.engines.activity import in_flight as engine_in_flight
+from inferd.engines.probe import is_ready_sync
+from inferd.runtime.base import NodeResources, Phase, ReplicaRequest, ReplicaState
+from inferd.runtime.process import (
+    ENDPOINT_ENV,
+    ENGINE_ENV,
+    HANDLE_ENV,
+    HEALTH_ENV,
+    OWNER_ENV,
+    REPLICA_ENV,
+    Placement,
+    ReplicaProcess,
+    log_tail,
+)
 
-REPLICA_ENV = "INFERD_REPLICA_ID"
-OWNER_ENV = "INFERD_RUNTIME_OWNER"
 _PROC = Path("/proc")
+LOCAL_NODE = "local"
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -28,13 +44,7 @@ def _stat_fields(pid: int) -> list[str] | None:
         raw = (_PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
-    # the command name (field 2) may contain spaces; fields after it are separated plainly
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def process_start_time(pid: int) -> str | None:
-    fields = _stat_fields(pid)
-    return fields[19] if fields else None  # field 22 of /proc/pid/stat: starttime
+    return raw[raw.rindex(")") + 2 :].split()  # the command name may contain spaces
 
 
 def _alive(pid: int, started: str) -> bool:
@@ -51,73 +61,139 @@ def _environment(pid: int) -> dict[str, str]:
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
 
 
+@dataclass
+class _Adopted:
+    """An engine process started by an earlier controller, known only through ``/proc``."""
+
+    replica_id: str
+    pid: int
+    started: str
+    endpoint: str
+    health_path: str
+    engine: str
+    log_path: Path
+    ready: bool = False
+
+    def state(self) -> ReplicaState:
+        if not _alive(self.pid, self.started):
+            tail = log_tail(self.log_path)
+            return ReplicaState(Phase.EXITED, self.endpoint, LOCAL_NODE,
+                                "the model server exited" + (f": {tail.splitlines()[-1]}" if tail else ""))
+        if not self.ready:
+            parts = urlsplit(self.endpoint)
+            self.ready = is_ready_sync(parts.hostname or "", parts.port or 0, self.health_path, timeout=1.0)
+        return ReplicaState(Phase.READY if self.ready else Phase.STARTING, self.endpoint, LOCAL_NODE)
+
+    def signal(self, sig: signal.Signals) -> None:
+        if _alive(self.pid, self.started):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
+
+
 class LocalRuntime:
-    def __init__(self, owner: str) -> None:
+    name = "local"
+
+    def __init__(self, owner: str, *, cache_dir: Path, log_dir: Path, host: str = "127.0.0.1") -> None:
         self.owner = owner
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self.cache_dir = cache_dir
+        self.log_dir = log_dir
+        self.host = host
+        self._lock = threading.Lock()
+        self._started: dict[str, ReplicaProcess] = {}
+        self._adopted: dict[str, _Adopted] = {}
 
-    def start(self, replica_id: str, launch: LaunchSpec, log_path: Path) -> ProcessRef:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **launch.env, REPLICA_ENV: replica_id, OWNER_ENV: self.owner}
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                launch.argv,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-            )
-        self._children[process.pid] = process
-        started = process_start_time(process.pid) or ""
-        return ProcessRef(pid=process.pid, started=started)
+    def start(self, request: ReplicaRequest) -> str:
+        handle = f"local:{secrets.token_hex(6)}"
+        labels = {REPLICA_ENV: request.replica_id, HANDLE_ENV: handle, OWNER_ENV: self.owner}
+        process = ReplicaProcess(request, Placement(self.host, LOCAL_NODE, self.cache_dir, self.log_dir, labels))
+        with self._lock:
+            self._started[handle] = process
+        process.start()
+        return handle
 
-    def _reap(self) -> None:
-        """Collect exited children so they do not linger as zombies."""
-        for pid, process in list(self._children.items()):
-            if process.poll() is not None:
-                del self._children[pid]
+    def _find(self, handle: str) -> ReplicaProcess | _Adopted | None:
+        with self._lock:
+            found = self._started.get(handle) or self._adopted.get(handle)
+        if found is None:
+            self.discover()
+            with self._lock:
+                found = self._adopted.get(handle)
+        return found
 
-    def is_running(self, ref: ProcessRef) -> bool:
-        self._reap()
-        return _alive(ref.pid, ref.started)
+    def observe(self, handles: Mapping[str, str]) -> dict[str, ReplicaState]:
+        states = {}
+        for replica_id, handle in handles.items():
+            found = self._find(handle)
+            states[replica_id] = found.state() if found else ReplicaState(Phase.LOST, node=LOCAL_NODE, detail="no such process")
+        return states
 
-    def _signal(self, ref: ProcessRef, sig: signal.Signals) -> None:
-        if not _alive(ref.pid, ref.started):
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(ref.pid, sig)  # the replica leads its own process group
-
-    def terminate(self, ref: ProcessRef) -> None:
-        self._signal(ref, signal.SIGTERM)
-
-    def kill(self, ref: ProcessRef) -> None:
-        self._signal(ref, signal.SIGKILL)
-
-    def discover(self) -> dict[str, ProcessRef]:
-        self._reap()
-        found: dict[str, ProcessRef] = {}
+    def discover(self) -> dict[str, str]:
+        """Every engine process of this owner (started here or by an earlier controller)."""
+        found: dict[str, str] = {}
+        with self._lock:
+            for handle, process in self._started.items():
+                if process.state().phase is not Phase.EXITED:
+                    found[process.request.replica_id] = handle
         for entry in _PROC.iterdir():
             if not entry.name.isdigit():
                 continue
-            env = _environment(int(entry.name))
-            if env.get(OWNER_ENV) != self.owner or REPLICA_ENV not in env:
+            pid = int(entry.name)
+            env = _environment(pid)
+            if env.get(OWNER_ENV) != self.owner or HANDLE_ENV not in env:
                 continue
-            started = process_start_time(int(entry.name))
-            if started and _alive(int(entry.name), started):
-                found[env[REPLICA_ENV]] = ProcessRef(pid=int(entry.name), started=started)
+            fields = _stat_fields(pid)
+            if fields is None or not _alive(pid, fields[19]):
+                continue
+            handle, replica_id = env[HANDLE_ENV], env.get(REPLICA_ENV, "")
+            found[replica_id] = handle
+            with self._lock:
+                if handle not in self._started and handle not in self._adopted:
+                    self._adopted[handle] = _Adopted(
+                        replica_id, pid, fields[19], env.get(ENDPOINT_ENV, ""), env.get(HEALTH_ENV, "/health"),
+                        env.get(ENGINE_ENV, ""), self._log_path(env),
+                    )
         return found
 
+    def _log_path(self, env: dict[str, str]) -> Path:
+        matches = list(self.log_dir.glob(f"*/{env.get(REPLICA_ENV, '-')}.log"))
+        return matches[0] if matches else self.log_dir / "unknown.log"
 
-def log_tail(path: Path, lines: int = 8, max_bytes: int = 16_384) -> str:
-    """The end of a replica's log, for error reasons shown through the API."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            text = handle.read().decode(errors="replace")
-    except OSError:
+    def in_flight(self, handle: str) -> int | None:
+        found = self._find(handle)
+        if isinstance(found, ReplicaProcess):
+            return found.in_flight()
+        if isinstance(found, _Adopted) and found.endpoint:
+            parts = urlsplit(found.endpoint)
+            return engine_in_flight(parts.hostname or "", parts.port or 0, found.engine)
+        return None
+
+    def terminate(self, handle: str) -> None:
+        found = self._find(handle)
+        if isinstance(found, ReplicaProcess):
+            found.terminate()
+        elif found is not None:
+            found.signal(signal.SIGTERM)
+
+    def kill(self, handle: str) -> None:
+        found = self._find(handle)
+        if isinstance(found, ReplicaProcess):
+            found.kill()
+        elif found is not None:
+            found.signal(signal.SIGKILL)
+        with self._lock:
+            self._started.pop(handle, None)
+            self._adopted.pop(handle, None)
+
+    def logs(self, handle: str, lines: int = 50) -> str:
+        found = self._find(handle)
+        if isinstance(found, ReplicaProcess):
+            return found.logs(lines)
+        if isinstance(found, _Adopted):
+            return log_tail(found.log_path, lines=lines, max_bytes=max(16_384, lines * 400))
         return ""
-    return "\n".join(line for line in text.splitlines()[-lines:] if line.strip())
+
+    def nodes(self) -> list[NodeResources] | None:
+        return None  # the catalog's counts describe this machine
+
+    def close(self) -> None:
+        pass

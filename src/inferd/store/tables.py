@@ -129,16 +129,19 @@ class AcceleratorRow(Base):
     slug: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(32))
+    unit: Mapped[int | None] = mapped_column(Integer, default=None)
+    """Index of the unit among its kind's units in the region (which GPUs it owns locally)."""
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ReplicaRow(Base):
-    """A model-server process the controller runs on one accelerator.
+    """A model server the controller runs on one accelerator unit, through a runtime.
 
-    The row is written *before* the process starts (status ``starting``, port chosen), so a
-    controller that crashes mid-start finds the process again by its replica id.
+    The row is written *before* the runtime is asked to start it (status ``starting``, no
+    handle); the handle the runtime returns is recorded right after. A controller that dies in
+    between finds the replica again by its id (``Runtime.discover``) and adopts it.
     """
 
     __tablename__ = "replicas"
@@ -151,11 +154,17 @@ class ReplicaRow(Base):
     template: Mapped[str] = mapped_column(String(32))
     """Hash of what the process runs; replicas with the template a spec asks for are reused."""
     engine: Mapped[str] = mapped_column(String(16))
-    host: Mapped[str] = mapped_column(String(255))
-    port: Mapped[int] = mapped_column(Integer)
-    health_path: Mapped[str] = mapped_column(String(255), default="/health")
-    pid: Mapped[int | None] = mapped_column(Integer, default=None)
-    pid_started: Mapped[str | None] = mapped_column(String(32), default=None)
+    handle: Mapped[str | None] = mapped_column(String(255), default=None)
+    """The runtime's opaque name for the running replica (a local process, a Ray actor)."""
+    node: Mapped[str | None] = mapped_column(String(255), default=None)
+    endpoint: Mapped[str | None] = mapped_column(String(255), default=None)
+    """``http://<node address>:<port>``, as the runtime reported it."""
+    phase: Mapped[str | None] = mapped_column(String(16), default=None)
+    """The runtime's last word: placing, downloading, starting, ready, exited, lost."""
+    detail: Mapped[str | None] = mapped_column(Text, default=None)
+    """Progress while preparing (download percentage)."""
+    phase_since: Mapped[datetime | None] = mapped_column(default=None)
+    """When ``phase`` last changed: timeouts apply per phase (a long download is not a hang)."""
     status: Mapped[str] = mapped_column(String(16))
     restarts: Mapped[int] = mapped_column(Integer, default=0)
     failures: Mapped[int] = mapped_column(Integer, default=0)
@@ -164,5 +173,36 @@ class ReplicaRow(Base):
     next_start_at: Mapped[datetime | None] = mapped_column(default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     ready_at: Mapped[datetime | None] = mapped_column(default=None)
+    stop_requested_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When draining began: kept in the row so a new leader continues the same drain."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CapacityRow(Base):
+    """Units of an accelerator kind the cluster has now (kinds whose catalog count is ``cluster``).
+
+    Written by the leading controller from the runtime's node list; read by the API for
+    ``/sizes`` and for validating specs, so API processes never talk to the cluster.
+    """
+
+    __tablename__ = "capacity"
+    slug: Mapped[str] = mapped_column(String(64), primary_key=True)
+    region: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LeaseRow(Base):
+    """A named lease (``controller``): whoever holds it unexpired acts, the others wait.
+
+    ``term`` grows by one each time the holder changes, so work can be fenced by it.
+    """
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(255), default=None)
+    term: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    acquired_at: Mapped[datetime | None] = mapped_column(default=None)
+    renewed_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 from inferd.api.auth import Principal, require
 from inferd.api.routes.common import ERRORS, app_state
 from inferd.api.state import AppState
+from inferd.store.capacity import current_catalog
 from inferd.api.wire import GpuModelConfigsOut, SizesOut
 from inferd.domain.scopes import Scope
 
@@ -19,8 +20,9 @@ State = Annotated[AppState, Depends(app_state)]
 
 @router.get("/sizes", response_model=SizesOut, operation_id="dedicatedInferences_list_sizes")
 def list_sizes(_: Reader, state: State) -> dict[str, object]:
-    """Enabled regions and accelerator sizes with prices."""
-    catalog = state.catalog
+    """Enabled regions and accelerator sizes with prices (counts of Ray-backed kinds: the cluster's now)."""
+    with state.database.session() as session:
+        catalog = current_catalog(state.catalog, session)
     return {
         "enabled_regions": catalog.enabled_regions(),
         "sizes": [

@@ -1,0 +1,271 @@
+"""One instance's decisions, inside one short transaction: apply what was observed, plan with
+``plan``, place new replicas on free units, derive the instance's status.
+
+Nothing here talks to a runtime: the result is a list of requests to start and handles to
+signal, which ``act`` carries out after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from inferd.controller.launch import NotLaunchable, replica_request
+from inferd.controller.observe import Verdict
+from inferd.controller.plan import (
+    Group,
+    Observed,
+    ReplicaStatus,
+    accelerator_status,
+    backoff_seconds,
+    derive_status,
+    desired_groups,
+    plan,
+)
+from inferd.domain.catalog import Catalog
+from inferd.domain.status import DeploymentStatus, InstanceStatus
+from inferd.domain.tokens import accelerator_name
+from inferd.runtime.base import ReplicaRequest
+from inferd.store import replicas as repo
+from inferd.store.tables import AcceleratorRow, DeploymentRow, InstanceRow, ReplicaRow
+
+log = logging.getLogger("inferd.controller")
+
+
+@dataclass
+class Decisions:
+    starts: list[ReplicaRequest] = field(default_factory=list)
+    terminate: list[str] = field(default_factory=list)
+    kill: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Decider:
+    catalog: Catalog
+    """With the cluster's current counts."""
+    hf_token_of: Callable[[InstanceRow], str | None]
+    max_download_bytes: int | None = None
+
+    def decide(self, session: Session, instance_id: str, verdicts: dict[str, Verdict], now: datetime) -> Decisions:
+        decisions = Decisions()
+        instance = session.get(InstanceRow, instance_id, with_for_update=True)
+        if instance is None:
+            return decisions
+        replicas = repo.of_instance(session, instance_id)
+        accelerators = repo.accelerators_of(session, instance_id)
+        for replica_id, verdict in verdicts.items():
+            replica = replicas.get(replica_id)
+            if replica is None:
+                continue
+            if verdict.kill and replica.handle:
+                decisions.kill.append(replica.handle)
+            elif verdict.terminate and replica.handle:
+                decisions.terminate.append(replica.handle)
+            if verdict.gone:
+                repo.remove(session, replica, accelerators)
+                del replicas[replica_id]
+                continue
+            _apply(replica, verdict, now)
+
+        if instance.status == InstanceStatus.DELETING:
+            self._delete_instance(session, instance, replicas, accelerators, now)
+            return decisions
+
+        live = session.get(DeploymentRow, instance.live_deployment_id) if instance.live_deployment_id else None
+        pending = session.get(DeploymentRow, instance.pending_deployment_id) if instance.pending_deployment_id else None
+        desired = pending or live
+        if desired is None:
+            return decisions
+        groups = desired_groups(desired.spec)
+        actions = plan(groups, [_observed(r) for r in replicas.values()])
+        for replica_id in actions.stop:
+            _begin_stop(replicas[replica_id], now)
+        placement_error = self._create(session, instance, actions.create, replicas, now)
+        hf_token = self.hf_token_of(instance)
+        queued: Counter[str] = Counter()
+        for replica in replicas.values():
+            if _due_for_start(replica, now):
+                error = self._start(session, instance, replica, accelerators, hf_token, decisions, queued, now)
+                placement_error = placement_error or error
+
+        if actions.rolled_out and pending is not None and placement_error is None:
+            _promote(instance, live, pending, now)
+            pending, live = None, pending
+        _sync_accelerators(replicas.values(), accelerators, now)
+        status, reason = derive_status(
+            groups=groups,
+            replicas=[_observed(r) for r in replicas.values()],
+            has_pending=pending is not None,
+            has_live=live is not None,
+            placement_error=placement_error,
+        )
+        if (instance.status, instance.status_reason) != (status.value, reason):
+            log.info("instance %s: %s -> %s", instance.id, instance.status, status.value, extra={"instance_id": instance.id})
+            instance.status, instance.status_reason = status.value, reason
+            instance.updated_at = now
+        return decisions
+
+    # -- placement ----------------------------------------------------------------------------
+    def _create(
+        self, session: Session, instance: InstanceRow, wanted: Iterable[Group], replicas: dict[str, ReplicaRow],
+        now: datetime,
+    ) -> str | None:
+        """Allocate units and replica rows; all of a slug or none (no half rollouts)."""
+        by_slug: dict[str, list[Group]] = {}
+        for group in wanted:
+            by_slug.setdefault(group.accelerator_slug, []).append(group)
+        for slug, groups in by_slug.items():
+            capacity = self.catalog.capacity(slug, instance.region)
+            used = len(repo.units_held(session, slug, instance.region))
+            if used + len(groups) > capacity:
+                return (
+                    f"not enough capacity: needs {len(groups)} more {slug} in {instance.region}, "
+                    f"{max(0, capacity - used)} of {capacity} free"
+                )
+        for slug, groups in by_slug.items():
+            kind = self.catalog.accelerator(slug, instance.region)
+            assert kind is not None
+            for group in groups:
+                unit = repo.lowest_free_unit(repo.units_held(session, slug, instance.region))
+                replica, _ = repo.add(
+                    session,
+                    instance_id=instance.id,
+                    accelerator={"model_id": group.model_id, "slug": slug, "name": accelerator_name(kind.name_prefix),
+                                 "role": group.role, "unit": unit,
+                                 "status": accelerator_status(ReplicaStatus.STARTING).value},
+                    replica={"model_id": group.model_id, "model_slug": group.model_slug, "accelerator_slug": slug,
+                             "template": group.template, "engine": kind.engine,
+                             "status": ReplicaStatus.STARTING.value},
+                    now=now,
+                )
+                replicas[replica.id] = replica
+        return None
+
+    def _start(
+        self, session: Session, instance: InstanceRow, replica: ReplicaRow, accelerators: dict[str, AcceleratorRow],
+        hf_token: str | None, decisions: Decisions, queued: Counter[str], now: datetime,
+    ) -> str | None:
+        """Queue a (re)start; returns a reason when the cluster has no room for it now."""
+        capacity = self.catalog.capacity(replica.accelerator_slug, instance.region)
+        running = repo.running_units(session, replica.accelerator_slug, instance.region)
+        if running + queued[replica.accelerator_slug] >= capacity:
+            return (f"capacity lost: {replica.accelerator_slug} in {instance.region} has {capacity} units now, "
+                    f"{running} in use; waiting for capacity to return")
+        accelerator = accelerators.get(replica.accelerator_id)
+        try:
+            request = replica_request(
+                self.catalog, replica_id=replica.id, instance_id=instance.id, model_slug=replica.model_slug,
+                accelerator_slug=replica.accelerator_slug, region=instance.region,
+                unit=accelerator.unit if accelerator else None, hf_token=hf_token,
+                max_download_bytes=self.max_download_bytes,
+            )
+        except NotLaunchable as exc:
+            mark_failed(replica, str(exc), now)
+            return None
+        if replica.status != ReplicaStatus.STARTING.value:
+            replica.restarts += 1
+        replica.status = ReplicaStatus.STARTING.value
+        replica.started_at = None
+        replica.endpoint = replica.node = replica.phase = replica.detail = None
+        replica.updated_at = now
+        decisions.starts.append(request)
+        queued[replica.accelerator_slug] += 1
+        return None
+
+    def _delete_instance(
+        self, session: Session, instance: InstanceRow, replicas: dict[str, ReplicaRow],
+        accelerators: dict[str, AcceleratorRow], now: datetime,
+    ) -> None:
+        """Stop every replica; once none is left, the instance and all it owns are removed."""
+        for replica_id, replica in list(replicas.items()):
+            if replica.status == ReplicaStatus.STOPPING.value:
+                continue
+            if replica.handle:
+                _begin_stop(replica, now)
+            else:
+                repo.remove(session, replica, accelerators)
+                del replicas[replica_id]
+        if not replicas:
+            repo.remove_instance(session, instance)
+            log.info("instance %s deleted", instance.id, extra={"instance_id": instance.id})
+
+
+def _apply(replica: ReplicaRow, verdict: Verdict, now: datetime) -> None:
+    previous = replica.status
+    state = verdict.state
+    if state is not None:
+        if replica.phase != state.phase.value:
+            replica.phase, replica.phase_since = state.phase.value, now
+        replica.endpoint = state.endpoint or replica.endpoint
+        replica.node = state.node or replica.node
+        replica.detail = state.detail
+    if verdict.forget:
+        replica.handle = None
+    if verdict.status is ReplicaStatus.FAILED and previous != ReplicaStatus.FAILED.value:
+        mark_failed(replica, verdict.error, now)
+        return
+    if verdict.status is ReplicaStatus.READY and previous != ReplicaStatus.READY.value:
+        replica.failures = 0
+        replica.last_error = None
+        replica.ready_at = now
+    if verdict.status.value != previous:
+        replica.status = verdict.status.value
+        replica.updated_at = now
+
+
+def mark_failed(replica: ReplicaRow, error: str | None, now: datetime) -> None:
+    replica.status = ReplicaStatus.FAILED.value
+    replica.failures += 1
+    replica.last_error = error
+    replica.next_start_at = now + timedelta(seconds=backoff_seconds(replica.failures))
+    replica.handle = None
+    replica.updated_at = now
+    log.warning("replica %s failed (%s)", replica.id, error, extra={"instance_id": replica.instance_id})
+
+
+def _due_for_start(replica: ReplicaRow, now: datetime) -> bool:
+    status = ReplicaStatus(replica.status)
+    if status is ReplicaStatus.STOPPED:
+        return True
+    if status is ReplicaStatus.STARTING:
+        return replica.handle is None and replica.started_at is None
+    return status is ReplicaStatus.FAILED and (replica.next_start_at is None or replica.next_start_at <= now)
+
+
+def _begin_stop(replica: ReplicaRow, now: datetime) -> None:
+    """Out of the route table now; SIGTERM follows after the drain period (``observe``)."""
+    replica.status = ReplicaStatus.STOPPING.value
+    replica.stop_requested_at = now
+    replica.updated_at = now
+
+
+def _promote(instance: InstanceRow, live: DeploymentRow | None, pending: DeploymentRow, now: datetime) -> None:
+    if live is not None:
+        live.status, live.updated_at = DeploymentStatus.SUPERSEDED.value, now
+    pending.status, pending.updated_at = DeploymentStatus.ACTIVE.value, now
+    instance.live_deployment_id, instance.pending_deployment_id = pending.id, None
+    instance.updated_at = now
+    log.info("instance %s: version %s is live", instance.id, pending.version, extra={"instance_id": instance.id})
+
+
+def _sync_accelerators(replicas: Iterable[ReplicaRow], accelerators: dict[str, AcceleratorRow], now: datetime) -> None:
+    for replica in replicas:
+        accelerator = accelerators.get(replica.accelerator_id)
+        wanted = accelerator_status(ReplicaStatus(replica.status)).value
+        if accelerator is not None and accelerator.status != wanted:
+            accelerator.status, accelerator.updated_at = wanted, now
+
+
+def _observed(replica: ReplicaRow) -> Observed:
+    return Observed(
+        id=replica.id,
+        template=replica.template,
+        status=ReplicaStatus(replica.status),
+        failures=replica.failures,
+        last_error=replica.last_error,
+    )
