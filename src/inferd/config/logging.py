@@ -41,3 +41,5 @@ def configure_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("uvicorn.access").disabled = True  # our middleware logs each request once
+    # httpx logs every request at INFO: the controller's health probes would flood the log
+    logging.getLogger("httpx").setLevel(logging.WARNING)

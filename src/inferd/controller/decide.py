@@ -85,7 +85,7 @@ class Decider:
         actions = plan(groups, [_observed(r) for r in replicas.values()])
         for replica_id in actions.stop:
             _begin_stop(replicas[replica_id], now)
-        placement_error = self._create(session, instance, actions.create, replicas, now)
+        placement_error = self._create(session, instance, actions.create, replicas, accelerators, now)
         hf_token = self.hf_token_of(instance)
         queued: Counter[str] = Counter()
         for replica in replicas.values():
@@ -113,7 +113,7 @@ class Decider:
     # -- placement ----------------------------------------------------------------------------
     def _create(
         self, session: Session, instance: InstanceRow, wanted: Iterable[Group], replicas: dict[str, ReplicaRow],
-        now: datetime,
+        accelerators: dict[str, AcceleratorRow], now: datetime,
     ) -> str | None:
         """Allocate units and replica rows; all of a slug or none (no half rollouts)."""
         by_slug: dict[str, list[Group]] = {}
@@ -132,7 +132,7 @@ class Decider:
             assert kind is not None
             for group in groups:
                 unit = repo.lowest_free_unit(repo.units_held(session, slug, instance.region))
-                replica, _ = repo.add(
+                replica, accelerator = repo.add(
                     session,
                     instance_id=instance.id,
                     accelerator={"model_id": group.model_id, "slug": slug, "name": accelerator_name(kind.name_prefix),
@@ -144,6 +144,7 @@ class Decider:
                     now=now,
                 )
                 replicas[replica.id] = replica
+                accelerators[accelerator.id] = accelerator
         return None
 
     def _start(

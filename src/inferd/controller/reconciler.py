@@ -47,6 +47,7 @@ class Reconciler:
     def __post_init__(self) -> None:
         self._unavailable_since: datetime | None = None
         self._counts: dict[tuple[str, str], int] | None = None
+        self._running: int | None = None
 
     # -- the pass -------------------------------------------------------------------------
     def run_once(self) -> None:
@@ -61,6 +62,9 @@ class Reconciler:
             self._report_unavailable(exc)
             return
         self._report_available()
+        if self._running is None:
+            log.info("the %s runtime runs %d replicas of this installation: adopting them", self.runtime.name, len(discovered))
+        self._running = len(discovered)
         self._adopt(discovered)
         actor = Actor(self.database, self.runtime)
         decider = Decider(catalog, self.hf_token_of, self.max_download_bytes)

@@ -97,11 +97,14 @@ def add(
 
 
 def remove(session: Session, replica: ReplicaRow, accelerators: dict[str, AcceleratorRow]) -> None:
+    """The replica first: the database cascades an accelerator's deletion to its replica, which
+    the ORM would then find already gone."""
     accelerator = accelerators.pop(replica.accelerator_id, None)
     session.delete(replica)
+    session.flush()
     if accelerator is not None:
         session.delete(accelerator)
-    session.flush()
+        session.flush()
 
 
 def remove_instance(session: Session, instance: InstanceRow) -> None:
