@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make run   - start inferd with its embedded default (SQLite, one process), installing what it needs
-#   make test  - run the whole test suite (SQLite and PostgreSQL; installs/starts PostgreSQL if needed)
+#   make test  - run the whole test suite (SQLite and PostgreSQL, a real Ray cluster in a private
+#                network namespace; installs/starts PostgreSQL if needed)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -37,8 +38,9 @@ venv: $(TEST_STAMP) $(MODEL_STAMP)
 run: $(RUN_STAMP) $(MODEL_STAMP) engine
 	$(BIN)/inferd serve
 
+# Ray tests (marker `ray`) run in a second pytest inside a private network namespace.
 test: $(TEST_STAMP) $(MODEL_STAMP) engine
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	PYTHON=$(BIN)/python bash scripts/test.sh $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .schemathesis

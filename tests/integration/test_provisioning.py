@@ -102,7 +102,8 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             env.update({"INFERD_RUNTIME": "ray", "INFERD_RAY_ADDRESS": cluster.address})
         catalog.write_text(text_)
         srv = stack.enter_context(running_server("sqlite", directory / "inferd", controller=True, **env))
-        srv.runtime = request.param  # type: ignore[attr-defined]
+        if request.param == "ray":  # the API offers the cluster's units once the controller has counted them
+            wait_for(lambda: '"count": 4' in srv.cli("status", "--json"), timeout=30, what="the cluster's 4 slots")
         yield srv
 
 

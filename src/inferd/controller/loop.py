@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from inferd.controller.lease import LeaderLease
 from inferd.controller.reconciler import Reconciler
@@ -47,10 +48,21 @@ class ControllerLoop:
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join(timeout=60)
-        if self.stop_replicas_on_exit and self.lease.hold():
+        if self.stop_replicas_on_exit and self._await_lease():
             self.reconciler.stop_all()
             log.info("controller stopped; replicas stopped (--stop-replicas-on-exit)")
         else:
             log.info("controller stopped; replicas keep serving")
         self.lease.release()
         self.reconciler.runtime.close()
+
+    def _await_lease(self) -> bool:
+        """Stopping replicas is the leader's act: a controller that restarted after a crash may
+        have to wait for the dead one's lease to expire first (at most its TTL)."""
+        deadline = time.monotonic() + self.lease.ttl_seconds + 1
+        while not self.lease.hold():
+            if time.monotonic() > deadline:
+                log.warning("another controller leads: replicas keep serving")
+                return False
+            time.sleep(0.2)
+        return True

@@ -54,7 +54,8 @@ def free_port(host: str) -> int:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """In a Ray actor the engine must not outlive the actor (killed actor, lost node)."""
+    """In a Ray actor the engine must not outlive the actor (killed actor, lost node).
+    Note: the signal follows the *thread* that forked, see ``_prepare_and_launch``."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -113,6 +114,13 @@ class ReplicaProcess:
         except Exception as exc:  # the reason is the replica's status, not a crash
             with self._lock:
                 self._phase, self._detail = Phase.EXITED, f"cannot start: {exc}"
+            return
+        if self.placement.die_with_parent and self._process is not None:
+            # PR_SET_PDEATHSIG fires when the *thread* that forked the engine ends, not the
+            # process: this thread lives as long as the engine (waiting without reaping, so
+            # ``poll()`` still sees the exit code), and dies with the actor's process.
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitid(os.P_PID, self._process.pid, os.WEXITED | os.WNOWAIT)
 
     def _progress(self, done: int, total: int | None) -> None:
         text = f"downloading {human_bytes(done)}" + (f" of {human_bytes(total)} ({100 * done // max(total, 1)}%)" if total else "")
