@@ -36,6 +36,7 @@ from tests.support.controllers import (
     replica_records,
     status,
 )
+from tests.support.engine import requires_llama_server
 from tests.support.replicas import process_exists
 from tests.support.server import Server
 from tests.support.waiting import wait_for
@@ -52,21 +53,7 @@ HANDOVER_LIMIT_S = 2.0  # SIGTERM releases the lease: the next pass of another c
 ACTIVE_TIMEOUT_S = 150
 
 
-def _llama_server_available() -> bool:
-    from inferd.engines.base import EngineUnavailable
-    from inferd.engines.llamacpp import find_llama_server
-
-    try:
-        find_llama_server()
-    except EngineUnavailable:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(
-    not _llama_server_available() and not os.environ.get("CI"),
-    reason="llama-server not built: run scripts/build-llama-server.sh (make test does)",
-)
+pytestmark = requires_llama_server
 
 
 def _parent_pid(pid: int) -> int | None:

@@ -10,15 +10,23 @@ import contextlib
 import os
 import signal
 import threading
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
 from tests.conftest import running_server
 from tests.support import specs
-from tests.support.replicas import chat, engine_pid, process_exists, ready_urls, replicas
+from tests.support.engine import requires_llama_server
+from tests.support.replicas import (
+    chat,
+    engine_pid,
+    process_exists,
+    ready_urls,
+    replicas,
+)
 from tests.support.server import Server
 from tests.support.waiting import wait_for
 
@@ -57,21 +65,7 @@ sources = {{ "llama.cpp" = "file:{garbage}" }}
 """
 
 
-def _llama_server_available() -> bool:
-    from inferd.engines.base import EngineUnavailable
-    from inferd.engines.llamacpp import find_llama_server
-
-    try:
-        find_llama_server()
-    except EngineUnavailable:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(
-    not _llama_server_available() and not os.environ.get("CI"),
-    reason="llama-server not built: run scripts/build-llama-server.sh (make test does)",
-)
+pytestmark = requires_llama_server
 
 RAY_KIND = """
 capacity_from = "cluster"
@@ -292,8 +286,8 @@ def test_server_killed_mid_provisioning_converges_without_orphans(tmp_path: Path
 
 
 def _processes_of(server: Server) -> list[int]:
-    from inferd.config import Settings
     from inferd.cli.bootstrap import runtime_owner
+    from inferd.config import Settings
 
     owner = runtime_owner(Settings(data_dir=server.data_dir, database_url=server.database_url))
     found = []

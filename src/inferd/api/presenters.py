@@ -46,7 +46,7 @@ def instance_body(view: InstanceView, settings: Settings) -> dict[str, Any]:
         "created_at": timestamp(instance.created_at),
         "updated_at": timestamp(instance.updated_at),
     }
-    if instance.status == InstanceStatus.ERROR and instance.status_reason:
+    if instance.status_reason:  # why it is ``error``, or what provisioning is doing (downloading 35% …)
         body["status_reason"] = instance.status_reason
     if view.pending is not None and instance.status in (InstanceStatus.PROVISIONING, InstanceStatus.UPDATING):
         pending_spec = view.pending.spec

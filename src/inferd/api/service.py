@@ -13,7 +13,13 @@ from sqlalchemy.orm import Session
 from inferd.api.presenters import InstanceView
 from inferd.api.state import AppState
 from inferd.domain.errors import Conflict, InvalidInput
-from inferd.domain.spec import DeploymentSpec, SpecPatch, apply_patch, check_against_catalog, prepare_new_spec
+from inferd.domain.spec import (
+    DeploymentSpec,
+    SpecPatch,
+    apply_patch,
+    check_against_catalog,
+    prepare_new_spec,
+)
 from inferd.domain.status import InstanceStatus, accepts_changes, rollout_status
 from inferd.domain.tokens import hash_token, new_instance_token
 from inferd.pki import create_certificate_authority

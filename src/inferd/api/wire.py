@@ -97,7 +97,9 @@ class DedicatedInferenceOut(BaseModel):
     id: str
     region: str
     status: str
-    status_reason: str | None = Field(default=None, description="Why the status is error (inferd extension).")
+    status_reason: str | None = Field(
+        default=None, description="Why the status is error, or what provisioning is doing (inferd extension)."
+    )
     vpc_uuid: str
     spec: SpecOut
     pending_deployment_spec: PendingDeploymentSpecOut | None = None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from inferd.api.ratelimit import RateLimiter
 from inferd.api.state import AppState
+from inferd.cli.servers import Listener
 from inferd.config import Settings, load_catalog_document
 from inferd.controller.lease import LeaderLease
 from inferd.controller.loop import ControllerLoop
@@ -17,12 +18,10 @@ from inferd.controller.reconciler import Reconciler
 from inferd.domain.catalog import Catalog
 from inferd.domain.scopes import FULL_ACCESS
 from inferd.domain.tokens import hash_token, new_api_token
-from inferd.pki import SecretBox, load_or_create_key_file
-from inferd.cli.servers import Listener
 from inferd.gateway.proxy import Limits, create_gateway_app
 from inferd.gateway.routes import RouteTable, load_snapshot
 from inferd.gateway.tls import InstanceCertificates
-from inferd.pki import TLSFiles
+from inferd.pki import SecretBox, TLSFiles, load_or_create_key_file
 from inferd.runtime.base import Runtime
 from inferd.runtime.local import LocalRuntime
 from inferd.store import teams

@@ -70,7 +70,12 @@ def serve(
 ) -> None:
     """Run inferd in one process: API, controller and gateway (embedded default: SQLite)."""
     from inferd.api.app import create_app
-    from inferd.cli.bootstrap import build_controller, build_state, ensure_default_team, gateway_listeners
+    from inferd.cli.bootstrap import (
+        build_controller,
+        build_state,
+        ensure_default_team,
+        gateway_listeners,
+    )
     from inferd.cli.servers import Listener, serve_all
     from inferd.config.logging import configure_logging
 

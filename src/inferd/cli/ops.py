@@ -102,11 +102,10 @@ def status(as_json: AsJson = False, data_dir: DataDir = None, database_url: Data
     """The leading controller, replicas by status, and the cluster's capacity."""
     from collections import Counter
 
+    from inferd.cli.main import _state
     from inferd.store import capacity, leases
     from inferd.store import replicas as repo
     from inferd.store.tables import utcnow
-
-    from inferd.cli.main import _state
 
     state = _state(data_dir, database_url)
     with state.database.session() as session:

@@ -8,7 +8,12 @@ from collections.abc import Iterable
 
 from inferd.controller.decide import Decisions, mark_failed
 from inferd.controller.observe import KILL_GRACE_SECONDS
-from inferd.runtime.base import RUNNING_PHASES, ReplicaRequest, Runtime, RuntimeUnavailable
+from inferd.runtime.base import (
+    RUNNING_PHASES,
+    ReplicaRequest,
+    Runtime,
+    RuntimeUnavailable,
+)
 from inferd.store import replicas as repo
 from inferd.store.db import Database
 from inferd.store.tables import ReplicaRow, utcnow

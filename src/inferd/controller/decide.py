@@ -104,10 +104,13 @@ class Decider:
             has_live=live is not None,
             placement_error=placement_error,
         )
-        if (instance.status, instance.status_reason) != (status.value, reason):
+        if reason is None and status in (InstanceStatus.PROVISIONING, InstanceStatus.UPDATING):
+            reason = _progress(replicas.values())
+        if instance.status != status.value:
             log.info("instance %s: %s -> %s", instance.id, instance.status, status.value, extra={"instance_id": instance.id})
-            instance.status, instance.status_reason = status.value, reason
-            instance.updated_at = now
+            instance.status, instance.updated_at = status.value, now
+        if instance.status_reason != reason:  # progress alone does not count as a change of the instance
+            instance.status_reason = reason
         return decisions
 
     # -- placement ----------------------------------------------------------------------------
@@ -194,6 +197,14 @@ class Decider:
         if not replicas:
             repo.remove_instance(session, instance)
             log.info("instance %s deleted", instance.id, extra={"instance_id": instance.id})
+
+
+def _progress(replicas: Iterable[ReplicaRow]) -> str | None:
+    """What a replica still on its way is doing, for ``status_reason`` while provisioning."""
+    for replica in replicas:
+        if replica.status == ReplicaStatus.STARTING.value and replica.phase in ("downloading", "placing") and replica.detail:
+            return f"{replica.model_slug}: {replica.detail}"
+    return None
 
 
 def _apply(replica: ReplicaRow, verdict: Verdict, now: datetime) -> None:

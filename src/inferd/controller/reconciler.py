@@ -104,13 +104,15 @@ class Reconciler:
                     repo.record_handle(session, replica_id, discovered[replica_id], utcnow())
 
     def _end_strays(self, discovered: dict[str, str]) -> None:
-        """What the runtime runs for replicas that no longer exist (or under another handle) is ended."""
+        """What the runtime runs under a handle the store does not record is ended: a replica
+        that no longer exists, or one whose handle was cleared (failed, stopped) before a crash
+        kept the controller from ending it. Kill before forget, even across a crash."""
         if not discovered:
             return
         with self.database.session() as session:
             known = repo.existing(session, discovered)
         for replica_id, handle in discovered.items():
-            if replica_id not in known or (known[replica_id] not in (None, handle)):
+            if known.get(replica_id, "") != handle:
                 log.warning("ending stray replica %s (%s)", replica_id, handle)
                 self.runtime.kill(handle)
 

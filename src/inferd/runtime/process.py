@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from inferd.engines.activity import in_flight as engine_in_flight
-from inferd.engines.artifacts import human_bytes, resolve
+from inferd.engines.artifacts import DEFAULT_HUB, human_bytes, resolve
 from inferd.engines.base import LaunchSpec, engine_for
 from inferd.engines.probe import is_ready_sync
 from inferd.runtime.base import Phase, ReplicaRequest, ReplicaState
@@ -137,6 +137,7 @@ class ReplicaProcess:
             gated=request.gated,
             max_bytes=request.max_download_bytes,
             on_progress=on_progress,
+            hub_url=os.environ.get("HF_ENDPOINT") or DEFAULT_HUB,
         )
         host = self.placement.host
         return engine_for(request.engine).launch_spec(

@@ -29,7 +29,12 @@ from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
-from inferd.runtime.base import NodeResources, ReplicaRequest, ReplicaState, RuntimeUnavailable
+from inferd.runtime.base import (
+    NodeResources,
+    ReplicaRequest,
+    ReplicaState,
+    RuntimeUnavailable,
+)
 
 MAX_BACKOFF_S = 30.0
 log = logging.getLogger(__name__)

@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from inferd.runtime.base import NodeResources, Phase, ReplicaRequest, ReplicaState
-from inferd.runtime.process import HANDLE_ENV, OWNER_ENV, REPLICA_ENV, Placement, ReplicaProcess
+from inferd.runtime.process import (
+    HANDLE_ENV,
+    OWNER_ENV,
+    REPLICA_ENV,
+    Placement,
+    ReplicaProcess,
+)
 
 CACHE_DIR_ENV = "INFERD_MODEL_CACHE_DIR"
 LOG_DIR_ENV = "INFERD_REPLICA_LOG_DIR"

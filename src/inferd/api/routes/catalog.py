@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends
 from inferd.api.auth import Principal, require
 from inferd.api.routes.common import ERRORS, app_state
 from inferd.api.state import AppState
-from inferd.store.capacity import current_catalog
 from inferd.api.wire import GpuModelConfigsOut, SizesOut
 from inferd.domain.scopes import Scope
+from inferd.store.capacity import current_catalog
 
 router = APIRouter(prefix="/v2/dedicated-inferences", tags=["Dedicated Inference"], responses=ERRORS)
 Reader = Annotated[Principal, Depends(require(Scope.READ))]
