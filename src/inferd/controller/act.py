@@ -31,6 +31,8 @@ class Actor:
             self.runtime.terminate(handle)
         for handle in decisions.kill:
             self.runtime.kill(handle)
+        for instance_id, replica_id in decisions.removed:
+            self.runtime.discard_logs(instance_id, replica_id)
         for request in decisions.starts:
             self.start(request)
 

@@ -42,6 +42,8 @@ class Decisions:
     starts: list[ReplicaRequest] = field(default_factory=list)
     terminate: list[str] = field(default_factory=list)
     kill: list[str] = field(default_factory=list)
+    removed: list[tuple[str, str]] = field(default_factory=list)
+    """``(instance_id, replica_id)`` of replicas removed for good: their logs go too."""
 
 
 @dataclass
@@ -68,12 +70,13 @@ class Decider:
                 decisions.terminate.append(replica.handle)
             if verdict.gone:
                 repo.remove(session, replica, accelerators)
+                decisions.removed.append((instance_id, replica_id))
                 del replicas[replica_id]
                 continue
             _apply(replica, verdict, now)
 
         if instance.status == InstanceStatus.DELETING:
-            self._delete_instance(session, instance, replicas, accelerators, now)
+            self._delete_instance(session, instance, replicas, accelerators, decisions, now)
             return decisions
 
         live = session.get(DeploymentRow, instance.live_deployment_id) if instance.live_deployment_id else None
@@ -183,7 +186,7 @@ class Decider:
 
     def _delete_instance(
         self, session: Session, instance: InstanceRow, replicas: dict[str, ReplicaRow],
-        accelerators: dict[str, AcceleratorRow], now: datetime,
+        accelerators: dict[str, AcceleratorRow], decisions: Decisions, now: datetime,
     ) -> None:
         """Stop every replica; once none is left, the instance and all it owns are removed."""
         for replica_id, replica in list(replicas.items()):
@@ -193,6 +196,7 @@ class Decider:
                 _begin_stop(replica, now)
             else:
                 repo.remove(session, replica, accelerators)
+                decisions.removed.append((instance.id, replica_id))
                 del replicas[replica_id]
         if not replicas:
             repo.remove_instance(session, instance)

@@ -110,6 +110,10 @@ class Runtime(Protocol):
         """The end of the engine's log."""
         ...
 
+    def discard_logs(self, instance_id: str, replica_id: str) -> None:
+        """The replica is gone for good: remove what its engine logged (where this runtime can)."""
+        ...
+
     def nodes(self) -> list[NodeResources] | None:
         """The cluster's nodes and resources, or None when capacity comes from the catalog alone."""
         ...

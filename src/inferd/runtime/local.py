@@ -192,6 +192,14 @@ class LocalRuntime:
             return log_tail(found.log_path, lines=lines, max_bytes=max(16_384, lines * 400))
         return ""
 
+    def discard_logs(self, instance_id: str, replica_id: str) -> None:
+        """Removes the replica's log, and the instance's log directory once it is empty."""
+        directory = self.log_dir / instance_id
+        for path in directory.glob(f"{replica_id}.log*"):
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
     def nodes(self) -> list[NodeResources] | None:
         return None  # the catalog's counts describe this machine
 

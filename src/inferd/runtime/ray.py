@@ -80,6 +80,9 @@ class RayRuntime:
     def logs(self, handle: str, lines: int = 50) -> str:
         return str(self._call("logs", handle, lines))
 
+    def discard_logs(self, instance_id: str, replica_id: str) -> None:
+        """Not yet: the log lives on the replica's node, whose actor is gone by now."""
+
     def nodes(self) -> list[NodeResources] | None:
         return list(self._call("nodes"))
 
