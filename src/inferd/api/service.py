@@ -5,10 +5,16 @@ Handlers call these; the controller later makes what is recorded real.
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from inferd.api.presenters import InstanceView
 from inferd.api.state import AppState
@@ -28,6 +34,21 @@ from inferd.store.capacity import current_catalog
 from inferd.store.tables import InstanceRow, InstanceTokenRow, utcnow
 
 MAX_TOKENS_PER_INSTANCE = 100
+UPDATE_ATTEMPTS = 5
+DELETE_ATTEMPTS = 50
+T = TypeVar("T")
+
+
+def _retrying(operation: Callable[[], T], attempts: int) -> T:
+    """Run a read-modify-write again when another writer changed the instance meanwhile
+    (``StaleDataError``: its version moved; ``IntegrityError``: the same spec version was
+    written first). After ``attempts`` lost races: 409, never a 500."""
+    for attempt in range(attempts):
+        try:
+            return operation()
+        except (StaleDataError, IntegrityError):
+            time.sleep(random.uniform(0, 0.01 * (attempt + 1)))  # noqa: S311 - jitter, not security
+    raise Conflict("the instance was changed by other requests at the same time; try again")
 FIRST_TOKEN_NAME = "default"
 
 
@@ -100,6 +121,14 @@ class InstanceService:
             return view_of(session, instance), token
 
     def update(self, team_id: str, instance_id: str, patch: SpecPatch | None, hf_token: str | None) -> InstanceView:
+        """Applies the patch to the newest spec; a writer that lost a race reads again."""
+        # each attempt applies a fresh copy: applying assigns model ids inside the patch
+        return _retrying(
+            lambda: self._update_once(team_id, instance_id, patch.model_copy(deep=True) if patch else None, hf_token),
+            UPDATE_ATTEMPTS,
+        )
+
+    def _update_once(self, team_id: str, instance_id: str, patch: SpecPatch | None, hf_token: str | None) -> InstanceView:
         if patch is None and hf_token is None:
             raise InvalidInput("body", "give spec and/or access_tokens")
         with self.state.database.session() as session:
@@ -132,6 +161,10 @@ class InstanceService:
             return view_of(session, instance)
 
     def delete(self, team_id: str, instance_id: str) -> None:
+        """A delete always wins in the end: it retries until its write lands."""
+        _retrying(lambda: self._delete_once(team_id, instance_id), DELETE_ATTEMPTS)
+
+    def _delete_once(self, team_id: str, instance_id: str) -> None:
         with self.state.database.session() as session:
             instance = repo.get_instance(session, team_id, instance_id, for_update=True)
             if instance.status == InstanceStatus.DELETING:

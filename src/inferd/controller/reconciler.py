@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.orm.exc import StaleDataError
+
 from inferd.controller.act import Actor
 from inferd.controller.decide import Decider
 from inferd.controller.observe import Seen, Timeouts, Verdict, judge, needs_in_flight
@@ -89,8 +91,12 @@ class Reconciler:
         for replica in seen:
             busy = self.runtime.in_flight(replica.handle) if needs_in_flight(replica, now, self.timeouts) and replica.handle else None
             verdicts[replica.id] = judge(replica, states.get(replica.id), busy, now, self.timeouts)
-        with self.database.session() as session:
-            decisions = decider.decide(session, instance_id, verdicts, now)
+        try:
+            with self.database.session() as session:
+                decisions = decider.decide(session, instance_id, verdicts, now)
+        except StaleDataError:  # the API changed the instance meanwhile: decide again next pass
+            log.info("instance %s changed while deciding; deciding again", instance_id, extra={"instance_id": instance_id})
+            return
         actor.carry_out(decisions)
 
     # -- adoption and strays -------------------------------------------------------------------

@@ -88,6 +88,12 @@ class InstanceRow(Base):
     ca_key_sealed: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """Row version: every ORM update is ``… WHERE version = <read>`` and bumps it, so two writers
+    (API requests, a controller) never overwrite each other's change; the loser gets
+    ``StaleDataError`` and reads again (SQLite has no ``SELECT … FOR UPDATE``)."""
+
+    __mapper_args__ = {"version_id_col": version}
 
     __table_args__ = (
         # A name is unique among a team's instances that are not on their way out.
