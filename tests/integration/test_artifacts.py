@@ -1,45 +1,23 @@
 """Model artifacts: hub downloads against a real local HTTP hub, and the packaged SmolLM2.
 
-The fake hub is a real ``http.server`` on 127.0.0.1 that imitates the two Hugging Face
-endpoints we use (``/api/models/{repo}/revision/{rev}`` and ``/{repo}/resolve/{rev}/{file}``),
-checks bearer tokens, answers with the hub's error codes, and redirects downloads to a "CDN"
-on another origin (``localhost`` vs ``127.0.0.1``), as the real hub does.
+The fake hub (tests/support/fakehub.py) is a real ``http.server`` on 127.0.0.1 that imitates
+the two Hugging Face endpoints we use (``/api/models/{repo}/revision/{rev}`` and
+``/{repo}/resolve/{rev}/{file}``), checks bearer tokens, answers with the hub's error codes,
+and redirects downloads to a "CDN" on another origin (``localhost`` vs ``127.0.0.1``), as the
+real hub does.
 """
 
 from __future__ import annotations
 
-import json
-import random
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
 from inferd.engines import artifacts
 from inferd.engines.artifacts import GatedModelError, HubError, ModelNotFound, ModelTooLarge, resolve
-
-GOOD_TOKEN = "hf_goodTOKEN0123456789"
-BAD_TOKEN = "hf_wrongTOKEN9876543210"
-
-
-def payload(name: str, size: int) -> bytes:
-    """Deterministic pseudo-random bytes, different per file name."""
-    return random.Random(name).randbytes(size)
-
-
-@dataclass
-class Repo:
-    files: dict[str, bytes]
-    gated: bool = False
-    lie_about_size: set[str] = field(default_factory=set)  # listing claims one byte more
-    understate_size: set[str] = field(default_factory=set)  # listing claims one byte less
-    hide_size: set[str] = field(default_factory=set)  # listing gives no size
-
+from tests.support.fakehub import BAD_TOKEN, GOOD_TOKEN, FakeHub, Repo, payload
 
 REPOS = {
     "acme/tiny-gguf": Repo({
@@ -64,113 +42,10 @@ REPOS = {
 }
 
 
-class FakeHub:
-    """Holds the request log; the handler class below reads REPOS and writes here."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str | None]] = []  # (path, Authorization header)
-        self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def paths(self, kind: str) -> list[str]:
-        with self.lock:
-            return [p for p, _ in self.requests if kind in p]
-
-    def clear(self) -> None:
-        with self.lock:
-            self.requests.clear()
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:  # keep test output clean
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server naming
-                auth = self.headers.get("Authorization")
-                with hub.lock:
-                    hub.requests.append((self.path, auth))
-                path = unquote(urlsplit(self.path).path)
-                if path.startswith("/cdn/"):
-                    return self._cdn(path.removeprefix("/cdn/"))
-                if path.startswith("/api/models/"):
-                    repo, _, revision = path.removeprefix("/api/models/").partition("/revision/")
-                    return self._listing(repo, revision, auth)
-                repo_part, sep, rest = path.lstrip("/").partition("/resolve/")
-                if sep:
-                    revision, _, name = rest.partition("/")
-                    return self._resolve(repo_part, revision, name, auth)
-                self._error(404, "EntryNotFound")
-
-            def _access(self, repo: str, auth: str | None) -> Repo | None:
-                found = REPOS.get(repo)
-                if found is None:
-                    self._error(404, "RepoNotFound")
-                    return None
-                if found.gated and auth != f"Bearer {GOOD_TOKEN}":
-                    self._error(401 if auth is None else 403, "GatedRepo")
-                    return None
-                return found
-
-            def _listing(self, repo: str, revision: str, auth: str | None) -> None:
-                found = self._access(repo, auth)
-                if found is None:
-                    return
-                siblings = [
-                    {"rfilename": name} if name in found.hide_size else
-                    {"rfilename": name,
-                     "size": len(data) + (name in found.lie_about_size) - (name in found.understate_size)}
-                    for name, data in found.files.items()
-                ]
-                self._send(200, json.dumps({"id": repo, "sha": "0" * 40, "siblings": siblings}).encode(),
-                           "application/json")
-
-            def _resolve(self, repo: str, revision: str, name: str, auth: str | None) -> None:
-                found = self._access(repo, auth)
-                if found is None:
-                    return
-                if name not in found.files:
-                    return self._error(404, "EntryNotFound")
-                self.send_response(302)
-                self.send_header("Location", f"http://localhost:{hub.port}/cdn/{repo}/{name}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def _cdn(self, key: str) -> None:
-                org, name_, rest = key.split("/", 2)
-                self._send(200, REPOS[f"{org}/{name_}"].files[rest], "application/octet-stream")
-
-            def _error(self, status: int, code: str) -> None:
-                self.send_response(status)
-                self.send_header("X-Error-Code", code)
-                body = json.dumps({"error": code}).encode()
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _send(self, status: int, body: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        return Handler
-
-
 @pytest.fixture
 def hub() -> Iterator[FakeHub]:
-    server = FakeHub()
-    server.thread.start()
-    try:
+    with FakeHub(REPOS) as server:
         yield server
-    finally:
-        server.server.shutdown()
-        server.server.server_close()
 
 
 def fetch(hub: FakeHub, cache: Path, source: str, **kwargs: object):  # type: ignore[no-untyped-def]

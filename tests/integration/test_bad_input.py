@@ -32,6 +32,13 @@ def _accelerator(**changes: Any) -> dict[str, Any]:
 
 _WITHOUT = {k: {kk: vv for kk, vv in specs.spec("bad-input").items() if kk != k} for k in specs.spec()}
 
+def _nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
 CREATE_CASES: list[tuple[str, Any, int, str, str]] = [
     # (case, body, status, error id, text the message must contain)
     ("no body fields", {}, 422, "unprocessable_entity", "spec"),
@@ -64,6 +71,8 @@ CREATE_CASES: list[tuple[str, Any, int, str, str]] = [
     ("unknown top-level field", {"spec": specs.spec("x"), "color": "red"}, 422, "unprocessable_entity", "color"),
     ("access token not a string", {"spec": specs.spec("x"), "access_tokens": {"hugging_face_token": 5}}, 422, "unprocessable_entity", "access_tokens"),
     ("empty access token", {"spec": specs.spec("x"), "access_tokens": {"hugging_face_token": ""}}, 422, "unprocessable_entity", "access_tokens.hugging_face_token"),
+    ("workload_config too large", {"spec": _spec(model_deployments=[_deployment(workload_config={"x": "a" * 20_000})])}, 422, "unprocessable_entity", "workload_config: Value error, 20008 bytes"),
+    ("workload_config too deep", {"spec": _spec(model_deployments=[_deployment(workload_config=_nested(12))])}, 422, "unprocessable_entity", "workload_config: Value error, nested"),
 ]
 
 

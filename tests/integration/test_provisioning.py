@@ -7,6 +7,7 @@ slug (for a model change), and a model whose file is not a model (for failures).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -256,7 +257,8 @@ def test_not_enough_capacity_is_an_error_until_capacity_frees(server: Server, ap
     wait_status(api, big, "active")
     small = create(api, "small", scale=2)
     body = wait_status(api, small, "error", timeout=30)
-    assert "not enough capacity" in body["status_reason"] and "1 of 4 free" in body["status_reason"]
+    assert "not enough capacity" in body["status_reason"] and "2 more cpu-slot-2gb" in body["status_reason"]
+    assert "of 4" not in body["status_reason"]  # other teams' usage is not the tenant's business
     api.delete(f"/v2/dedicated-inferences/{big}")
     wait_status(api, small, "active")
 
@@ -266,6 +268,9 @@ def test_broken_model_file_is_an_error_with_a_reason(server: Server, api: httpx.
     body = wait_status(api, instance_id, "error", timeout=60)
     assert BROKEN_MODEL in body["status_reason"]
     assert "failed" in body["status_reason"]
+    assert "/" not in body["status_reason"].replace(BROKEN_MODEL, "")  # no server paths, no raw log lines
+    full = json.loads(server.cli("replicas", instance_id, "--json"))["replicas"][0]["last_error"]
+    assert full.startswith("the model server exited") and full != body["status_reason"]  # operators see it all
     assert api.get(f"/v2/dedicated-inferences/{instance_id}/accelerators").json()["accelerators"][0]["status"] in ("error", "provisioning")
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from inferd.controller.launch import NotLaunchable, replica_request
@@ -35,6 +36,7 @@ from inferd.store import replicas as repo
 from inferd.store.tables import AcceleratorRow, DeploymentRow, InstanceRow, ReplicaRow
 
 log = logging.getLogger("inferd.controller")
+SPEC_CACHE_SIZE = 10_000
 
 
 @dataclass
@@ -52,6 +54,19 @@ class Decider:
     """With the cluster's current counts."""
     hf_token_of: Callable[[InstanceRow], str | None]
     max_download_bytes: int | None = None
+    spec_cache: dict[str, list[Group]] = field(default_factory=dict)
+    """Groups of each deployment id seen: a deployment never changes once written, so its
+    spec (with a tenant's ``workload_config``) is read and parsed once, not every pass."""
+
+    def _groups(self, session: Session, deployment_id: str) -> list[Group]:
+        groups = self.spec_cache.get(deployment_id)
+        if groups is None:
+            spec = session.scalar(select(DeploymentRow.spec).where(DeploymentRow.id == deployment_id))
+            groups = desired_groups(spec or {"model_deployments": []})
+            if len(self.spec_cache) >= SPEC_CACHE_SIZE:
+                self.spec_cache.pop(next(iter(self.spec_cache)))
+            self.spec_cache[deployment_id] = groups
+        return groups
 
     def decide(self, session: Session, instance_id: str, verdicts: dict[str, Verdict], now: datetime) -> Decisions:
         decisions = Decisions()
@@ -79,12 +94,10 @@ class Decider:
             self._delete_instance(session, instance, replicas, accelerators, decisions, now)
             return decisions
 
-        live = session.get(DeploymentRow, instance.live_deployment_id) if instance.live_deployment_id else None
-        pending = session.get(DeploymentRow, instance.pending_deployment_id) if instance.pending_deployment_id else None
-        desired = pending or live
-        if desired is None:
+        desired_id = instance.pending_deployment_id or instance.live_deployment_id
+        if desired_id is None:
             return decisions
-        groups = desired_groups(desired.spec)
+        groups = self._groups(session, desired_id)
         actions = plan(groups, [_observed(r) for r in replicas.values()])
         for replica_id in actions.stop:
             _begin_stop(replicas[replica_id], now)
@@ -96,15 +109,16 @@ class Decider:
                 error = self._start(session, instance, replica, accelerators, hf_token, decisions, queued, now)
                 placement_error = placement_error or error
 
-        if actions.rolled_out and pending is not None and placement_error is None:
-            _promote(instance, live, pending, now)
-            pending, live = None, pending
+        has_pending, has_live = instance.pending_deployment_id is not None, instance.live_deployment_id is not None
+        if actions.rolled_out and has_pending and placement_error is None:
+            _promote(session, instance, now)
+            has_pending, has_live = False, True
         _sync_accelerators(replicas.values(), accelerators, now)
         status, reason = derive_status(
             groups=groups,
             replicas=[_observed(r) for r in replicas.values()],
-            has_pending=pending is not None,
-            has_live=live is not None,
+            has_pending=has_pending,
+            has_live=has_live,
             placement_error=placement_error,
         )
         if reason is None and status in (InstanceStatus.PROVISIONING, InstanceStatus.UPDATING):
@@ -129,9 +143,11 @@ class Decider:
             capacity = self.catalog.capacity(slug, instance.region)
             used = len(repo.units_held(session, slug, instance.region))
             if used + len(groups) > capacity:
-                return (
-                    f"not enough capacity: needs {len(groups)} more {slug} in {instance.region}, "
-                    f"{max(0, capacity - used)} of {capacity} free"
+                log.info("instance %s waits for %d %s in %s: %d of %d units free", instance.id, len(groups), slug,
+                         instance.region, max(0, capacity - used), capacity, extra={"instance_id": instance.id})
+                return (  # the tenant's terms: not other teams' usage
+                    f"not enough capacity: {len(groups)} more {slug} needed in {instance.region}, "
+                    "more than are free now; it starts when units free up"
                 )
         for slug, groups in by_slug.items():
             kind = self.catalog.accelerator(slug, instance.region)
@@ -161,8 +177,10 @@ class Decider:
         capacity = self.catalog.capacity(replica.accelerator_slug, instance.region)
         running = repo.running_units(session, replica.accelerator_slug, instance.region)
         if running + queued[replica.accelerator_slug] >= capacity:
-            return (f"capacity lost: {replica.accelerator_slug} in {instance.region} has {capacity} units now, "
-                    f"{running} in use; waiting for capacity to return")
+            log.info("replica %s waits: %s in %s has %d units, %d running", replica.id, replica.accelerator_slug,
+                     instance.region, capacity, running, extra={"instance_id": instance.id})
+            return (f"capacity lost: {replica.accelerator_slug} in {instance.region} has fewer units than are "
+                    "running and wanted now; waiting for capacity to return")
         accelerator = accelerators.get(replica.accelerator_id)
         try:
             request = replica_request(
@@ -260,7 +278,10 @@ def _begin_stop(replica: ReplicaRow, now: datetime) -> None:
     replica.updated_at = now
 
 
-def _promote(instance: InstanceRow, live: DeploymentRow | None, pending: DeploymentRow, now: datetime) -> None:
+def _promote(session: Session, instance: InstanceRow, now: datetime) -> None:
+    live = session.get(DeploymentRow, instance.live_deployment_id) if instance.live_deployment_id else None
+    pending = session.get(DeploymentRow, instance.pending_deployment_id)
+    assert pending is not None
     if live is not None:
         live.status, live.updated_at = DeploymentStatus.SUPERSEDED.value, now
     pending.status, pending.updated_at = DeploymentStatus.ACTIVE.value, now

@@ -126,7 +126,7 @@ def derive_status(
         ready = sum(1 for r in mine if r.status is ReplicaStatus.READY)
         broken = [r for r in mine if r.failures >= MAX_FAILURES]
         if ready < group.scale and broken:
-            detail = broken[0].last_error or "the model server keeps failing"
+            detail = tenant_reason(broken[0].last_error)
             return InstanceStatus.ERROR, f"{group.model_slug}: replica failed {broken[0].failures} times: {detail}"
     if has_pending:
         return (InstanceStatus.UPDATING if has_live else InstanceStatus.PROVISIONING), None
@@ -138,6 +138,20 @@ def derive_status(
     if any(n == 0 for n in ready_per_group):
         return InstanceStatus.PROVISIONING, None  # a model has nothing serving: it is being brought back
     return InstanceStatus.ACTIVE, None  # every model serves; a missing replica is being replaced
+
+
+def tenant_reason(error: str | None) -> str:
+    """A replica's error as its instance's owner may read it: no engine log lines, node
+    addresses or server paths (operators see the full text in ``inferd replicas``/``logs``)."""
+    if not error:
+        return "the model server keeps failing"
+    if error.startswith("the model server exited"):
+        return error.split(":", 1)[0] + "; the operator's logs say why"
+    if error.startswith("lost:"):
+        return "lost: the machine it ran on stopped answering"
+    if error.startswith("the model server could not listen"):
+        return "the model server could not listen on its port; it is restarted on another"
+    return error
 
 
 def accelerator_status(replica: ReplicaStatus) -> AcceleratorStatus:

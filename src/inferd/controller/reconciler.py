@@ -23,7 +23,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from inferd.controller.act import Actor
 from inferd.controller.decide import Decider
 from inferd.controller.observe import Seen, Timeouts, Verdict, judge, needs_in_flight
-from inferd.controller.plan import ReplicaStatus
+from inferd.controller.plan import Group, ReplicaStatus
 from inferd.domain.catalog import Catalog
 from inferd.domain.inventory import cluster_counts
 from inferd.runtime.base import ReplicaState, Runtime, RuntimeUnavailable
@@ -50,6 +50,7 @@ class Reconciler:
         self._unavailable_since: datetime | None = None
         self._counts: dict[tuple[str, str], int] | None = None
         self._running: int | None = None
+        self._spec_cache: dict[str, list[Group]] = {}
 
     # -- the pass -------------------------------------------------------------------------
     def run_once(self) -> None:
@@ -69,7 +70,7 @@ class Reconciler:
         self._running = len(discovered)
         self._adopt(discovered)
         actor = Actor(self.database, self.runtime)
-        decider = Decider(catalog, self.hf_token_of, self.max_download_bytes)
+        decider = Decider(catalog, self.hf_token_of, self.max_download_bytes, self._spec_cache)
         for instance_id in ids:
             if not self.still_leader():
                 log.warning("lost the controller lease mid-pass; stopping here")

@@ -6,6 +6,7 @@ Field names are DigitalOcean's, since they are also the domain's vocabulary; HTT
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from typing import Annotated, Any, Literal
@@ -29,6 +30,18 @@ NAME_PATTERN = r"^[a-zA-Z0-9_-]+$"
 ROLE_PREFILL_DECODE = "prefill_decode"
 MAX_SCALE = 1000
 MAX_MODEL_DEPLOYMENTS = 16
+MAX_WORKLOAD_CONFIG_BYTES = 16 * 1024
+"""``workload_config`` is stored with every spec version and read by controller and gateway:
+a bound keeps one tenant's specs from slowing everyone's route refresh."""
+MAX_WORKLOAD_CONFIG_DEPTH = 8
+
+
+def _depth(value: Any, level: int = 1) -> int:
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level)
+    return level - 1
 
 
 def _whole_number(value: Any) -> Any:
@@ -93,6 +106,17 @@ class ModelDeployment(_Strict):
     @classmethod
     def _model_id(cls, value: str | None) -> str | None:
         return _uuid_string(value) if value else None
+
+    @field_validator("workload_config")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        depth = _depth(value)
+        if depth > MAX_WORKLOAD_CONFIG_DEPTH:
+            raise ValueError(f"nested {depth} levels deep; at most {MAX_WORKLOAD_CONFIG_DEPTH} allowed")
+        size = len(json.dumps(value, separators=(",", ":")).encode())
+        if size > MAX_WORKLOAD_CONFIG_BYTES:
+            raise ValueError(f"{size} bytes as JSON; at most {MAX_WORKLOAD_CONFIG_BYTES} allowed")
+        return value
 
     @model_validator(mode="after")
     def _expand_shorthand(self) -> ModelDeployment:

@@ -6,7 +6,13 @@ from ``artifacts.resolve(source, ...)``. Nothing here starts processes or knows 
 """
 
 from inferd.engines.artifacts import GatedModelError, HubError, ModelNotFound, resolve
-from inferd.engines.base import Engine, EngineUnavailable, LaunchSpec, ModelArtifact, engine_for
+from inferd.engines.base import (
+    Engine,
+    EngineUnavailable,
+    LaunchSpec,
+    ModelArtifact,
+    engine_for,
+)
 from inferd.engines.llamacpp import LlamaCppEngine, find_llama_server
 from inferd.engines.probe import is_ready, is_ready_sync
 from inferd.engines.vllm import VllmEngine

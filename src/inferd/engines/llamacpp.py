@@ -14,7 +14,12 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from inferd.engines.base import EngineUnavailable, LaunchSpec, ModelArtifact, check_common
+from inferd.engines.base import (
+    EngineUnavailable,
+    LaunchSpec,
+    ModelArtifact,
+    check_common,
+)
 
 LLAMA_SERVER_VERSION = "0.3.36"
 """The llama-cpp-python release whose vendored llama.cpp the build script compiles."""

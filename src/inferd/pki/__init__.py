@@ -11,7 +11,12 @@ from inferd.pki.authority import (
     issue_server_certificate,
 )
 from inferd.pki.local_tls import TLSFiles, ensure_local_tls
-from inferd.pki.sealing import SealError, SecretBox, generate_key_string, load_or_create_key_file
+from inferd.pki.sealing import (
+    SealError,
+    SecretBox,
+    generate_key_string,
+    load_or_create_key_file,
+)
 
 __all__ = [
     "KeyPair",
