@@ -29,6 +29,9 @@ def running_server(
     backend: str, directory: Path, *, controller: bool = False, gateway: bool = False, **env: str
 ) -> Iterator[Server]:
     directory.mkdir(parents=True, exist_ok=True)
+    # Test servers are shared by many tests of one team: the default instance quota (20) would
+    # trip tests about other things. Quota tests set their own limits.
+    env = {"INFERD_TEAM_MAX_INSTANCES": "1000", **env}
     with database_url(backend, directory) as url:
         server = Server(data_dir=directory, database_url=url, env=env, controller=controller, gateway=gateway).start()
         try:

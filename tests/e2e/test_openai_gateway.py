@@ -23,7 +23,7 @@ from openai import OpenAI
 from tests.conftest import running_server
 from tests.support import specs
 from tests.support.replicas import engine_pid
-from tests.support.server import REPO, Server
+from tests.support.server import REPO, Server, free_port
 from tests.support.waiting import wait_for
 
 MODEL = specs.MODEL
@@ -44,9 +44,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(
         "sqlite", tmp_path_factory.mktemp("gateway") / "inferd", controller=True, gateway=True,
         INFERD_RATE_LIMIT_PER_MINUTE="100000", INFERD_RATE_LIMIT_PER_HOUR="1000000",
+        INFERD_METRICS_PORT=str(free_port()),
     ) as srv:
         srv.env["INFERD_GATEWAY_PUBLIC_PORT"] = str(srv.gateway_port)
         yield srv
+
+
+def metrics_text(port: int | str) -> str:
+    """The admin listener's Prometheus text (never on the public or private endpoints)."""
+    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
 
 
 def _create(server: Server, name: str, *, scale: int = 1, public: bool = True) -> dict[str, Any]:
@@ -59,7 +65,6 @@ def _create(server: Server, name: str, *, scale: int = 1, public: bool = True) -
         )
         instance = api.get(f"/v2/dedicated-inferences/{instance_id}").json()["dedicated_inference"]
         ca = base64.b64decode(api.get(f"/v2/dedicated-inferences/{instance_id}/ca").json()["cert"]).decode()
-    time.sleep(1.2)  # the gateway reloads its routes every 0.5 s
     return {"id": instance_id, "token": created["token"]["value"], "endpoints": instance["endpoints"], "ca": ca}
 
 
@@ -80,7 +85,22 @@ def public_client(instance: dict[str, Any], token: str | None = None, **kwargs: 
 def private_client(instance: dict[str, Any], ca_pem: str, token: str | None = None) -> OpenAI:
     context = ssl.create_default_context(cadata=ca_pem)
     http = httpx.Client(transport=PinnedTransport(verify=context), timeout=60)
-    return OpenAI(base_url=instance["endpoints"]["private_endpoint_fqdn"] + "/v1", api_key=token or instance["token"], http_client=http, max_retries=0)
+    return OpenAI(base_url=instance["endpoints"]["private_endpoint_fqdn"] + "/v1", api_key=token or instance["token"],
+                  http_client=http, max_retries=0)  # type: ignore[arg-type]  # typed as httpx2.Client; httpx.Client works
+
+
+def test_the_first_request_after_active_is_served(server: Server) -> None:
+    """No waiting after the API says ``active``: the gateway serves the very next request."""
+    for round_ in range(3):
+        instance = _create(server, f"first-{round_}")
+        try:
+            answer = public_client(instance).chat.completions.create(  # no retries
+                model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4,
+            )
+            assert answer.choices[0].message.content is not None
+        finally:
+            with server.client(server.admin_token) as api:
+                api.delete(f"/v2/dedicated-inferences/{instance['id']}")
 
 
 def test_public_endpoint_with_the_openai_sdk(server: Server, alpha: dict[str, Any]) -> None:
@@ -156,7 +176,7 @@ def test_errors_in_the_openai_shape(server: Server, alpha: dict[str, Any]) -> No
 
 def test_metrics(server: Server, alpha: dict[str, Any]) -> None:
     public_client(alpha).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
-    text = httpx.get(f"http://127.0.0.1:{server.gateway_port}/metrics").text
+    text = metrics_text(server.env["INFERD_METRICS_PORT"])
     for name in ("inferd_gateway_requests_total", "inferd_gateway_ttft_seconds_bucket",
                  "inferd_gateway_request_seconds_bucket", "inferd_gateway_tokens_generated_total"):
         assert f'{name}{{' in text and alpha["id"] in text, name
@@ -215,7 +235,9 @@ def test_killed_replica_under_load_fails_no_unstarted_request(server: Server, al
         thread.start()
     try:
         wait_for(lambda: len(completed) >= 6, timeout=60, what=f"steady load (failures: {unstarted_failures[:3]})")
-        os.kill(pids[0], signal.SIGKILL)
+        victim = pids[0]
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
         before = len(completed)
         wait_for(lambda: len(completed) >= before + 12, timeout=60, what="load after the kill")
     finally:
@@ -230,13 +252,16 @@ def test_gateway_serves_while_the_control_plane_is_down(tmp_path: Path) -> None:
     """API + controller in one process, the gateway in another: kill the first, keep serving."""
     with running_server("sqlite", tmp_path / "split", controller=True) as control:
         instance = _create_via(control)
-        gateway = _start_gateway(control)
+        gateway_metrics = free_port()
+        gateway = _start_gateway(control, gateway_metrics)
         try:
             public = f"http://127.0.0.1:{control.gateway_port}/{instance['id']}/v1"
             client = OpenAI(base_url=public, api_key=instance["token"], max_retries=0)
             wait_for(lambda: _answers(client), timeout=10, what="gateway serving")
+            refreshed = wait_for(lambda: _route_refreshes(gateway_metrics), timeout=30, what="gateway metrics")
             control.stop(signal.SIGKILL)  # API and controller gone; replicas run on
-            time.sleep(1.5)  # several failed route refreshes
+            wait_for(lambda: _route_refreshes(gateway_metrics) >= refreshed + 3, timeout=30,
+                     what="several route refreshes after the control plane died")
             for _ in range(3):
                 assert _answers(client)
         finally:
@@ -254,13 +279,24 @@ def _create_via(server: Server) -> dict[str, Any]:
     return {"id": instance_id, "token": created["token"]["value"]}
 
 
-def _start_gateway(server: Server) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "INFERD_GATEWAY_PUBLIC_PORT": str(server.gateway_port), "INFERD_GATEWAY_PRIVATE_PORT": str(server.private_port)}
+def _start_gateway(server: Server, metrics_port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "INFERD_GATEWAY_PUBLIC_PORT": str(server.gateway_port),
+           "INFERD_GATEWAY_PRIVATE_PORT": str(server.private_port), "INFERD_METRICS_PORT": str(metrics_port)}
     log = open(server.data_dir / "gateway.log", "ab")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
         [sys.executable, "-m", "inferd", "gateway", "--data-dir", str(server.data_dir), "--database-url", server.database_url],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
+
+
+def _route_refreshes(metrics_port: int) -> float:
+    """Full route-table reloads of a gateway so far (successful or not)."""
+    try:
+        text = metrics_text(metrics_port)
+    except httpx.HTTPError:
+        return 0.0
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("inferd_gateway_route_refreshes_total{"))
 
 
 def _answers(client: OpenAI) -> bool:

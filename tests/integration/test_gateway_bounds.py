@@ -1,5 +1,6 @@
 """Gateway bounds and retries against small real upstreams (no model needed): 413, 429, 503,
-and a replica that refuses connections is skipped without the client noticing."""
+400 for JSON nested too deeply, and a replica that refuses connections is skipped without the
+client noticing."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
@@ -36,7 +38,7 @@ async def slow_completion(request: Request) -> JSONResponse:
     return JSONResponse({"choices": [{"message": {"content": "ok"}}], "usage": {"completion_tokens": 1}})
 
 
-def serve(app: object) -> tuple[str, uvicorn.Server]:
+def serve(app: Any) -> tuple[str, uvicorn.Server]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
@@ -109,5 +111,27 @@ def test_refusing_replica_is_skipped(upstream: str) -> None:
     try:
         response = post(url, token)
         assert response.status_code == 503 and response.json()["error"]["code"] == "no_replica"
+    finally:
+        server.should_exit = True
+
+
+def test_deeply_nested_json_is_400_in_the_openai_shape(upstream: str) -> None:
+    url, token, server = gateway([upstream], Limits())
+    try:
+        deep = b'{"model": "m", "messages": ' + b'{"a": ' * 3000 + b"1" + b"}" * 3000 + b"}"
+        response = httpx.post(url, content=deep, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error" and "64" in error["message"]
+        deep_array = b"[" * 100_000 + b"]" * 100_000
+        response = httpx.post(url, content=deep_array, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert response.status_code == 400
+        # 64 levels are fine, and brackets inside strings do not count
+        nested = {"model": "m", "messages": [{"role": "user", "content": "[{" * 5000}], "x": 1}
+        for _ in range(61):
+            nested = {"model": "m", "messages": nested["messages"], "x": nested}
+        assert post(url, token, body=nested).status_code == 200
+        deeper = {"model": "m", "messages": nested["messages"], "x": nested}
+        assert post(url, token, body=deeper).status_code == 400
     finally:
         server.should_exit = True

@@ -49,6 +49,7 @@ class Server:
     port: int = field(default_factory=free_port)
     gateway_port: int = field(default_factory=free_port)
     private_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -69,7 +70,7 @@ class Server:
 
     def start(self, timeout: float = 60) -> Server:
         self.log_path = self.data_dir / "server.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "INFERD_METRICS_PORT": str(self.metrics_port), **self.env}
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(
             [

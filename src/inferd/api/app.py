@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inferd import __version__
-from pydantic import ValidationError
-
 from inferd.api.errors import (
     ApiError,
     on_api_error,

@@ -1,8 +1,10 @@
 """Everything a request goes through before routing, as one pure ASGI middleware.
 
-It gives each request an id, bounds the body size, authenticates the bearer token, spends
-the rate-limit budget and stamps ``x-request-id`` and ``ratelimit-*`` on *every* response,
-errors and crashes included (Starlette's own 500 handler would bypass those headers).
+It gives each request an id, finds the client's address (forwarded headers count only from
+trusted proxies), authenticates the bearer token and spends the rate-limit budget *before*
+reading the body (headers suffice), bounds the body size, and stamps ``x-request-id`` and
+``ratelimit-*`` on *every* response, errors and crashes included (Starlette's own 500
+handler would bypass those headers).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inferd.api.auth import authenticate
 from inferd.api.errors import MESSAGES, error_body
+from inferd.api.ratelimit import ClientAddresses
 from inferd.api.state import AppState
 
 log = logging.getLogger("inferd.api")
@@ -74,6 +77,7 @@ class ControlPlaneMiddleware:
     def __init__(self, app: ASGIApp, state: AppState) -> None:
         self.app = app
         self.state = state
+        self.clients = ClientAddresses(state.settings.trusted_proxy_networks())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -127,6 +131,32 @@ class ControlPlaneMiddleware:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, reply: Any, extra_headers: list[Any]) -> None:
         settings = self.state.settings
+        peer = (scope.get("client") or (None, 0))[0]
+        headers = scope.get("headers", [])
+        # a trusted proxy's word on who the client is and how it came (uvicorn believes no header)
+        client = self.clients.client(peer, headers)
+        if client != peer:
+            scope["client"] = (client, 0)
+        scope["scheme"] = self.clients.scheme(peer, headers, scope.get("scheme", "http"))
+
+        if not (scope["path"] in PUBLIC_PATHS or not scope["path"].startswith("/v2")):
+            # Authentication needs the headers only: a request without a valid token is answered
+            # before a byte of its body is read (nothing is buffered for strangers).
+            principal = await anyio.to_thread.run_sync(
+                authenticate, self.state.database, _header(scope, b"authorization")
+            )
+            key = f"token:{principal.token_id}" if principal else f"ip:{client}"
+            decision = self.state.limiter.hit(key)
+            extra_headers.extend(decision.headers())
+            if not decision.allowed:
+                retry_after = max(1, decision.reset - int(time.time()))
+                await reply(429, MESSAGES[429], [("retry-after", str(retry_after))])
+                return
+            if principal is None:
+                await reply(401, MESSAGES[401], [("www-authenticate", 'Bearer realm="inferd"')])
+                return
+            scope["state"]["principal"] = principal
+
         if scope["method"] in _BODY_METHODS:
             declared = _header(scope, b"content-length")
             if declared and declared.isdigit() and int(declared) > settings.max_request_bytes:
@@ -138,24 +168,4 @@ class ControlPlaneMiddleware:
                 await reply(413, f"request body exceeds {settings.max_request_bytes} bytes")
                 return
             receive = _replay(body)
-
-        if scope["path"] in PUBLIC_PATHS or not scope["path"].startswith("/v2"):
-            await self.app(scope, receive, send)
-            return
-
-        principal = await anyio.to_thread.run_sync(
-            authenticate, self.state.database, _header(scope, b"authorization")
-        )
-        client = scope.get("client") or ("unknown", 0)
-        key = f"token:{principal.token_id}" if principal else f"ip:{client[0]}"
-        decision = self.state.limiter.hit(key)
-        extra_headers.extend(decision.headers())
-        if not decision.allowed:
-            retry_after = max(1, decision.reset - int(time.time()))
-            await reply(429, MESSAGES[429], [("retry-after", str(retry_after))])
-            return
-        if principal is None:
-            await reply(401, MESSAGES[401], [("www-authenticate", 'Bearer realm="inferd"')])
-            return
-        scope["state"]["principal"] = principal
         await self.app(scope, receive, send)

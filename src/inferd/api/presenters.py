@@ -8,7 +8,12 @@ from typing import Any
 
 from inferd.config import Settings
 from inferd.domain.status import InstanceStatus
-from inferd.store.tables import AcceleratorRow, DeploymentRow, InstanceRow, InstanceTokenRow
+from inferd.store.tables import (
+    AcceleratorRow,
+    DeploymentRow,
+    InstanceRow,
+    InstanceTokenRow,
+)
 
 
 def timestamp(value: datetime) -> str:

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from inferd.api import quotas
 from inferd.api.presenters import InstanceView
 from inferd.api.state import AppState
 from inferd.domain.errors import Conflict, InvalidInput
@@ -106,6 +107,7 @@ class InstanceService:
         ca = create_certificate_authority(f"inferd instance {instance_id} CA")
         status, deployment_status = rollout_status(has_live_deployment=False)
         with self.state.database.session() as session:
+            quotas.check_create(session, self.state.settings, team_id, spec)  # 422 past the team's quota
             instance, _ = repo.create_instance(
                 session,
                 instance_id=instance_id,
@@ -149,6 +151,7 @@ class InstanceService:
                     spec, current_catalog(self.state.catalog, session),
                     has_hf_token=bool(hf_token) or self._has_hf_token(instance),
                 )
+                quotas.check_update(session, self.state.settings, instance, spec)  # 422 past the team's quota
                 repo.rename_instance(session, instance, spec.name)
                 repo.supersede_pending(session, instance, now)
                 status, deployment_status = rollout_status(has_live_deployment=current.live is not None)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from inferd.api.ratelimit import RateLimiter
 from inferd.api.state import AppState
-from inferd.cli.servers import Listener
+from inferd.cli.servers import ConnectionLimits, Listener
 from inferd.config import Settings, load_catalog_document
 from inferd.controller.lease import LeaderLease
 from inferd.controller.loop import ControllerLoop
@@ -19,7 +19,8 @@ from inferd.domain.catalog import Catalog
 from inferd.domain.scopes import FULL_ACCESS
 from inferd.domain.tokens import hash_token, new_api_token
 from inferd.gateway.proxy import Limits, create_gateway_app
-from inferd.gateway.routes import RouteTable, load_snapshot
+from inferd.gateway.metrics import create_metrics_app
+from inferd.gateway.routes import RouteLoader, RouteTable
 from inferd.gateway.tls import InstanceCertificates
 from inferd.pki import SecretBox, TLSFiles, load_or_create_key_file
 from inferd.runtime.base import Runtime
@@ -68,9 +69,10 @@ def build_runtime(settings: Settings) -> Runtime:
             raise SystemExit("INFERD_RUNTIME=ray needs INFERD_RAY_ADDRESS (HOST:PORT of the Ray head)")
         from inferd.runtime.ray import RayRuntime
 
-        return RayRuntime(settings.ray_address, settings.resolved_ray_namespace())
+        return RayRuntime(settings.ray_address, settings.resolved_ray_namespace(), log_max_bytes=settings.replica_log_max_bytes)
     return LocalRuntime(
-        runtime_owner(settings), cache_dir=settings.resolved_model_cache_dir(), log_dir=settings.replica_log_dir()
+        runtime_owner(settings), cache_dir=settings.resolved_model_cache_dir(), log_dir=settings.replica_log_dir(),
+        log_max_bytes=settings.replica_log_max_bytes,
     )
 
 
@@ -98,20 +100,28 @@ def build_controller(state: AppState, *, stop_replicas_on_exit: bool = False) ->
 
 
 def gateway_listeners(state: AppState, tls_files: TLSFiles) -> tuple[RouteTable, list[Listener]]:
-    """The public (http) and private (https, a certificate per instance by SNI) listeners."""
+    """The public (http) and private (https, a certificate per instance by SNI) listeners, and
+    the admin listener of the Prometheus metrics."""
     settings = state.settings
     certificates = InstanceCertificates(
         state.secrets, settings.private_template(), tls_files.cert, tls_files.key
     )
+    loader = RouteLoader(state.database)
     routes = RouteTable(
-        lambda: load_snapshot(state.database), settings.gateway_refresh_interval, on_change=certificates.prepare
+        loader.load_all, settings.gateway_refresh_interval, on_change=certificates.prepare,
+        instance_loader=loader.load_instance,
     )
     limits = Limits(
         max_body_bytes=settings.gateway_max_body_bytes,
         max_in_flight=settings.gateway_max_in_flight,
         max_in_flight_per_instance=settings.gateway_max_in_flight_per_instance,
+        max_json_depth=settings.gateway_max_json_depth,
     )
-    public = Listener(create_gateway_app(routes, "public", limits), settings.gateway_host, settings.gateway_public_port)
+    connections = ConnectionLimits.from_settings(settings)
+    public = Listener(
+        create_gateway_app(routes, "public", limits), settings.gateway_host, settings.gateway_public_port,
+        limits=connections, name="public",
+    )
     private = Listener(
         create_gateway_app(routes, "private", limits),
         settings.gateway_host,
@@ -119,8 +129,14 @@ def gateway_listeners(state: AppState, tls_files: TLSFiles) -> tuple[RouteTable,
         ssl_context=lambda: certificates.default,
         certfile=str(tls_files.cert),
         keyfile=str(tls_files.key),
+        limits=connections,
+        name="private",
     )
-    return routes, [public, private]
+    metrics = Listener(
+        create_metrics_app(settings.metrics_token), settings.metrics_host, settings.metrics_port,
+        limits=connections, essential=False, name="metrics",
+    )
+    return routes, [public, private, metrics]
 
 
 def write_private_file(path: Path, text: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -325,6 +325,90 @@ def team_list(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> Non
     with state.database.session() as session:
         rows = [[t.id, t.name, t.created_at.isoformat()] for t in teams.list_teams(session)]
     _print_table(["id", "name", "created_at"], rows)
+
+
+def _quota_rows(state: Any, team_id: str) -> list[list[str]]:
+    """Each quota of a team: what it holds, its limit, and where the limit comes from."""
+    from inferd.api.quotas import limits
+    from inferd.store import quotas
+
+    with state.database.session() as session:
+        override = quotas.override_of(session, team_id)
+        effective = limits(state.settings, override)
+        count = quotas.instance_count(session, team_id)
+        held = quotas.units_held(session, team_id)
+    own_units = (override.max_units or {}) if override else {}
+    own_instances = override is not None and override.max_instances is not None
+    rows = [["instances", str(count), str(effective.max_instances), "team" if own_instances else "default"]]
+    for slug in sorted(set(held) | set(effective.units)):
+        limit = effective.units_of(slug)
+        rows.append([f"units:{slug}", str(held.get(slug, 0)), "-" if limit is None else str(limit),
+                     "team" if slug in own_units else "default"])
+    if effective.default_units is not None:
+        rows.append(["units:*", "-", str(effective.default_units), "default"])
+    return rows
+
+
+@team_cli.command("set-quota")
+def team_set_quota(
+    team: Annotated[str, typer.Argument(help="Team name or id.")],
+    instances: Annotated[str | None, typer.Option(
+        help="Most instances the team may have (deleting ones not counted), or 'default'.")] = None,
+    units: Annotated[list[str] | None, typer.Option(
+        help="SLUG=N: most accelerator units of SLUG in the team's specs; SLUG=default drops it (repeatable).")] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="Drop every override of the team first.")] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Set a team's own quotas (over INFERD_TEAM_MAX_INSTANCES / INFERD_TEAM_MAX_UNITS) and
+    print the team's quotas; existing instances are kept, only new demand is refused."""
+    from inferd.domain.errors import DomainError
+    from inferd.store import quotas, teams
+
+    def count(text: str, what: str) -> int | Literal["default"]:
+        if text == "default":
+            return "default"
+        if not text.isdigit():
+            _fail(f"{what}: give a whole number of 0 or more, or 'default' (not {text!r})")
+        return int(text)
+
+    unit_limits: dict[str, int | Literal["default"]] = {}
+    for item in units or []:
+        slug, sep, value = item.partition("=")
+        if not sep or not slug:
+            _fail(f"--units {item!r}: expected SLUG=N")
+        unit_limits[slug.strip()] = count(value.strip(), f"--units {slug}")
+    state = _state(data_dir, database_url)
+    try:
+        with state.database.session() as session:
+            owner = teams.find_team(session, team)
+            team_id = owner.id
+            quotas.set_override(
+                session, owner, instances=count(instances, "--instances") if instances is not None else None,
+                units=unit_limits, reset=reset,
+            )
+    except DomainError as exc:
+        _fail(exc.message)
+    _print_table(["quota", "in use", "limit", "set by"], _quota_rows(state, team_id))
+
+
+@team_cli.command("quota")
+def team_quota(
+    team: Annotated[str, typer.Argument(help="Team name or id.")],
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Show a team's quotas and what it holds against them."""
+    from inferd.domain.errors import DomainError
+    from inferd.store import teams
+
+    state = _state(data_dir, database_url)
+    try:
+        with state.database.session() as session:
+            team_id = teams.find_team(session, team).id
+    except DomainError as exc:
+        _fail(exc.message)
+    _print_table(["quota", "in use", "limit", "set by"], _quota_rows(state, team_id))
 
 
 @token_cli.command("create")

@@ -61,9 +61,58 @@ class Settings(BaseSettings):
     gateway_max_in_flight: int = Field(default=512, ge=1)
     gateway_max_in_flight_per_instance: int = Field(default=128, ge=1)
 
+    # -- listeners and gateway hardening (issue 8) --
+    gateway_max_json_depth: int = Field(default=64, ge=2, le=512)
+    """Deepest nesting of arrays/objects in a gateway request body (deeper: 400)."""
+    metrics_host: str = "127.0.0.1"
+    """Admin listener of the Prometheus metrics (never the public or private endpoints)."""
+    metrics_port: int = 9464
+    metrics_token: str | None = None
+    """If set, ``/metrics`` wants ``Authorization: Bearer <token>``."""
+    http_header_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a connection has for its request line and headers (and a TLS handshake), on
+    every listener (API, public, private, metrics); then it is dropped."""
+    http_body_timeout: float = Field(default=30.0, gt=0)
+    """Seconds after the headers for the whole request body to arrive; then 408."""
+    http_keep_alive_timeout: float = Field(default=5.0, gt=0)
+    """Seconds an idle kept-alive connection stays open."""
+    http_max_connections: int = Field(default=1000, ge=1)
+    """Open connections per listener; more are closed as soon as they are accepted."""
+
     rate_limit_per_hour: int = Field(default=5000, ge=1)
     rate_limit_per_minute: int = Field(default=250, ge=1)
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # -- API hardening (issue 8) --
+    trusted_proxies: list[str] | str = Field(default_factory=list)
+    """Addresses or CIDRs of reverse proxies (comma-separated or a JSON list). Only when the
+    socket peer is one of them are ``X-Forwarded-For`` / ``Forwarded`` /
+    ``X-Forwarded-Proto`` believed; otherwise the client is the socket peer. Default: none."""
+    team_max_instances: int = Field(default=20, ge=0)
+    """Instances a team may have (those being deleted not counted); per team: ``set-quota``."""
+    team_max_units: dict[str, int] | int | None = None
+    """Accelerator units a team's desired specs may hold, per slug: a JSON map ``{slug: n}``
+    (other slugs: no limit) or one number for every slug. Default: only capacity limits."""
+
+    def trusted_proxy_networks(self) -> list[Any]:
+        """``trusted_proxies`` parsed (``ipaddress`` networks); ValueError names a bad entry."""
+        import ipaddress
+
+        raw = self.trusted_proxies
+        entries = [e.strip() for e in (raw.split(",") if isinstance(raw, str) else raw)]
+        networks = []
+        for entry in filter(None, entries):
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError as exc:
+                raise ValueError(f"INFERD_TRUSTED_PROXIES: {entry!r} is not an address or CIDR") from exc
+        return networks
+
+    def model_post_init(self, context: Any, /) -> None:
+        self.trusted_proxy_networks()
+        units = self.team_max_units
+        if any(n < 0 for n in (units.values() if isinstance(units, dict) else [units] if units is not None else [])):
+            raise ValueError("INFERD_TEAM_MAX_UNITS: unit counts must be 0 or more")
+
     controller_interval: float = Field(default=0.5, gt=0)
     """Seconds between reconcile passes."""
     startup_timeout: float = Field(default=180, gt=0)
@@ -89,6 +138,11 @@ class Settings(BaseSettings):
     stop_replicas_on_exit: bool | None = None
     """Stop every replica when the controller stops; default: yes for ``serve`` on the local
     runtime, no otherwise (``inferd controller``, Ray)."""
+    # -- runtime hardening (issue 8) --
+    replica_log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    """Most a replica's engine log takes on disk: ``<replica>.log`` is rotated by copy-truncate
+    into ``<replica>.log.1`` (one generation) at half of it, checked every reconcile pass. The Ray
+    runtime passes it to each replica's actor. Logs are removed with their replica."""
     model_cache_dir: Path | None = None
     """Where downloaded models go; default ``<data_dir>/models``."""
     log_format: str = "text"

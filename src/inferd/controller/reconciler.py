@@ -14,6 +14,7 @@ The reconciler does not know which runtime it drives, nor which engines exist.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +34,7 @@ from inferd.store.db import Database
 from inferd.store.tables import InstanceRow, ReplicaRow, utcnow
 
 log = logging.getLogger("inferd.controller")
+LOG_SWEEP_SECONDS = 300.0
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Reconciler:
         self._counts: dict[tuple[str, str], int] | None = None
         self._running: int | None = None
         self._spec_cache: dict[str, list[Group]] = {}
+        self._next_log_sweep = 0.0
 
     # -- the pass -------------------------------------------------------------------------
     def run_once(self) -> None:
@@ -83,6 +86,7 @@ class Reconciler:
             except Exception:
                 log.exception("reconcile failed", extra={"instance_id": instance_id})
         self._end_strays(discovered)
+        self._sweep_logs()
 
     def _reconcile(self, instance_id: str, states: dict[str, ReplicaState], decider: Decider, actor: Actor) -> None:
         now = utcnow()
@@ -122,6 +126,21 @@ class Reconciler:
             if known.get(replica_id, "") != handle:
                 log.warning("ending stray replica %s (%s)", replica_id, handle)
                 self.runtime.kill(handle)
+
+    def _sweep_logs(self) -> None:
+        """Logs of replicas that no longer exist go, on the first pass and every few minutes."""
+        now = time.monotonic()
+        if now < self._next_log_sweep:
+            return
+        self._next_log_sweep = now + LOG_SWEEP_SECONDS
+        logged = self.runtime.logged_replicas()
+        if not logged:
+            return
+        with self.database.session() as session:
+            alive = set(repo.existing(session, {replica_id for _, replica_id in logged}))
+        for instance_id, replica_id in logged:
+            if replica_id not in alive:
+                self.runtime.discard_logs(instance_id, replica_id)
 
     # -- inventory -----------------------------------------------------------------------------
     def _refresh_inventory(self) -> Catalog:

@@ -1,10 +1,19 @@
-"""Prometheus metrics of the data plane, per instance and model."""
+"""Prometheus metrics of the data plane, per instance and model.
+
+They name every tenant's instance ids and traffic, so they are served on an admin listener of
+their own (``INFERD_METRICS_HOST``/``INFERD_METRICS_PORT``, optionally behind the bearer token
+``INFERD_METRICS_TOKEN``), never on the public or private endpoints.
+"""
 
 from __future__ import annotations
 
+import hmac
+
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 _LABELS = ("instance", "model")
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -18,7 +27,29 @@ TOKENS = Counter(
     "Completion tokens: usage.completion_tokens, or one per streamed chunk.",
     _LABELS,
 )
+ROUTE_REFRESHES = Counter(
+    "inferd_gateway_route_refreshes_total", "Full reloads of the route table, by result (ok, error).", ["result"]
+)
+ROUTE_RELOADS = Counter(
+    "inferd_gateway_route_reloads_total",
+    "Targeted reloads of one instance's routes on a miss, by result (ok, error, refused: over budget).",
+    ["result"],
+)
 
 
-async def endpoint(_: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def create_metrics_app(token: str | None = None) -> Starlette:
+    """``GET /metrics`` (Prometheus text format); with ``token``, only for ``Bearer <token>``."""
+    expected = f"Bearer {token}".encode() if token else None
+
+    async def endpoint(request: Request) -> Response:
+        if expected is not None:
+            given = request.headers.get("authorization", "").encode("latin-1")
+            if not hmac.compare_digest(given, expected):
+                return JSONResponse(
+                    {"id": "unauthorized", "message": "A valid metrics bearer token is required."},
+                    status_code=401,
+                    headers={"www-authenticate": "Bearer"},
+                )
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/metrics", endpoint, methods=["GET"])])

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import httpx
 from starlette.applications import Starlette
@@ -23,9 +23,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from inferd.domain.tokens import bearer_value, hash_token, hashes_match, is_instance_token
+from inferd.domain.tokens import (
+    bearer_value,
+    hash_token,
+    hashes_match,
+    is_instance_token,
+)
 from inferd.gateway import metrics
 from inferd.gateway.balancer import Balancer
+from inferd.gateway.jsondepth import nests_deeper_than
 from inferd.gateway.routes import InstanceRoutes, Snapshot, Upstream
 from inferd.gateway.tls import INSTANCE_HOST
 
@@ -40,6 +46,13 @@ class RouteSource(Protocol):
     snapshot: Snapshot
 
 
+@runtime_checkable
+class ReloadableRouteSource(RouteSource, Protocol):
+    async def reload(self, instance_id: str, since: float) -> Snapshot:
+        """The snapshot after reading ``instance_id`` again (see ``RouteTable.reload``)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Limits:
     max_body_bytes: int = 4 * 1024 * 1024
@@ -47,6 +60,8 @@ class Limits:
     """Across the gateway: beyond it, 503."""
     max_in_flight_per_instance: int = 128
     """Per instance: beyond it, 429."""
+    max_json_depth: int = 64
+    """Deepest nesting of arrays/objects in a request body: beyond it, 400."""
 
 
 def openai_error(status: int, message: str, error_type: str, code: str | None = None) -> JSONResponse:
@@ -92,13 +107,31 @@ class Gateway:
         owner = snapshot.tokens.get(digest)
         return owner is not None and hashes_match(owner, instance_id)
 
+    async def reloaded(self, instance_id: str, since: float) -> Snapshot:
+        """The route table after reading this instance again: a request that would be refused
+        (unknown instance or token, no ready replica) first checks that the store agrees."""
+        if isinstance(self.routes, ReloadableRouteSource):
+            return await self.routes.reload(instance_id, since)
+        return self.routes.snapshot
+
+    def _may_be_new(self, request: Request, snapshot: Snapshot, instance_id: str) -> bool:
+        """Whether reading the store again could let this request in: an instance not known
+        yet, or a well-formed ``di_`` token not known yet (a missing or malformed one: never)."""
+        value = bearer_value(request.headers.get("authorization"))
+        if value is None or not is_instance_token(value):
+            return False
+        return instance_id not in snapshot.instances or hash_token(value) not in snapshot.tokens
+
     # -- the endpoint -----------------------------------------------------------------------
     async def __call__(self, request: Request) -> Response:
+        arrived = time.monotonic()
         located = self.locate(request)
         snapshot = self.routes.snapshot
         if located is None:
             return openai_error(404, "Unknown endpoint.", "invalid_request_error", "not_found")
         instance_id, path = located
+        if self._may_be_new(request, snapshot, instance_id):
+            snapshot = await self.reloaded(instance_id, arrived)
         instance = snapshot.instances.get(instance_id)
         if instance is None or not self.authenticate(request, snapshot, instance_id):
             # an unknown instance and a bad token look the same: nothing leaks
@@ -115,18 +148,26 @@ class Gateway:
                 }
             )
         if path in _FORWARDED and request.method == "POST":
-            return await self.forward(request, instance, path)
+            return await self.forward(request, instance, path, arrived)
         return openai_error(404, f"{request.method} {path} is not served.", "invalid_request_error", "not_found")
 
-    async def forward(self, request: Request, instance: InstanceRoutes, path: str) -> Response:
+    async def forward(self, request: Request, instance: InstanceRoutes, path: str, arrived: float) -> Response:
         body = await self._read_body(request)
         if body is None:
             return openai_error(413, f"Request body exceeds {self.limits.max_body_bytes} bytes.", "invalid_request_error")
+        if nests_deeper_than(body, self.limits.max_json_depth):
+            return openai_error(
+                400, f"The request body nests arrays or objects deeper than {self.limits.max_json_depth} levels.",
+                "invalid_request_error",
+            )
         try:
             payload = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return openai_error(400, "The request body is not valid JSON.", "invalid_request_error")
         model = payload.get("model") if isinstance(payload, dict) else None
+        if isinstance(model, str) and not instance.models.get(model):
+            # unknown model or no ready replica: maybe the store knows better already
+            instance = (await self.reloaded(instance.id, arrived)).instances.get(instance.id, instance)
         if not isinstance(model, str) or model not in instance.models:
             available = ", ".join(instance.models)
             return openai_error(
@@ -279,7 +320,6 @@ def create_gateway_app(routes: RouteSource, kind: Kind, limits: Limits | None = 
 
     app = Starlette(
         routes=[
-            Route("/metrics", metrics.endpoint, methods=["GET"]),
             Route("/{path:path}", endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         ],
         lifespan=lifespan,

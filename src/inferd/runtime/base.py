@@ -83,7 +83,9 @@ class Runtime(Protocol):
     name: str
 
     def start(self, request: ReplicaRequest) -> str:
-        """Begin running a replica; returns its handle at once (preparation goes on in the background)."""
+        """Begin running a replica; returns its handle at once (preparation goes on in the background).
+        Whatever this runtime still runs for the same replica id is ended first: the controller
+        starts a replica only when none of its processes should run (one process per replica)."""
         ...
 
     def observe(self, handles: Mapping[str, str]) -> dict[str, ReplicaState]:
@@ -91,7 +93,8 @@ class Runtime(Protocol):
         ...
 
     def discover(self) -> dict[str, str]:
-        """Replicas of this installation the runtime runs, ``replica_id → handle`` (adoption after a restart)."""
+        """Replicas of this installation the runtime runs, ``replica_id → handle`` (adoption after a restart).
+        One handle per replica id: ``start`` keeps it at one process (or actor) each."""
         ...
 
     def in_flight(self, handle: str) -> int | None:
@@ -111,7 +114,14 @@ class Runtime(Protocol):
         ...
 
     def discard_logs(self, instance_id: str, replica_id: str) -> None:
-        """The replica is gone for good: remove what its engine logged (where this runtime can)."""
+        """The replica is gone for good: remove what its engine logged (where this runtime can).
+        While replicas run, each one's log is kept within ``INFERD_REPLICA_LOG_MAX_BYTES``."""
+        ...
+
+    def logged_replicas(self) -> set[tuple[str, str]]:
+        """``(instance_id, replica_id)`` of every replica whose log this runtime keeps where the
+        controller runs (a sweep removes those whose replica is gone: a crash between removing
+        the row and ``discard_logs`` must not leave a log forever)."""
         ...
 
     def nodes(self) -> list[NodeResources] | None:

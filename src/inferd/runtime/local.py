@@ -6,11 +6,25 @@ carries labels in its environment (``INFERD_REPLICA_ID``, ``INFERD_REPLICA_HANDL
 crash, an upgrade, or a leader change) finds and adopts every process of this installation
 by scanning ``/proc``. A pid is only trusted with the start time the kernel gives it, so a
 reused pid is never mistaken for a replica.
+
+Two rules keep a crash from leaving model servers without an owner, or two replicas on a port:
+- **one process per replica.** The controller asks to start a replica only when none of its
+  processes should run (a new row, a failed or stopped one); so ``start`` first ends any process
+  this runtime knows for that replica id (one a crashed controller failed to kill). ``discover``
+  reports everything else that runs, and the controller ends what its rows do not record;
+- **ports are never handed out twice.** A port is reserved from the moment it is chosen (before
+  the engine binds it: for vLLM, minutes later) until the replica is killed, and the ports of
+  adopted engines (from their labelled endpoint) count as held; the kernel's choice is retried
+  until it is none of those.
+
+Each engine's log is kept within ``log_max_bytes`` (``logfiles``) whenever its state is asked,
+adopted engines included, and removed with the replica (``discard_logs``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import signal
@@ -22,6 +36,8 @@ from urllib.parse import urlsplit
 
 from inferd.engines.activity import in_flight as engine_in_flight
 from inferd.engines.probe import is_ready_sync
+from inferd.runtime import logfiles
+from inferd.runtime import process as processes
 from inferd.runtime.base import NodeResources, Phase, ReplicaRequest, ReplicaState
 from inferd.runtime.process import (
     ENDPOINT_ENV,
@@ -37,6 +53,8 @@ from inferd.runtime.process import (
 
 _PROC = Path("/proc")
 LOCAL_NODE = "local"
+PORT_ATTEMPTS = 64
+log = logging.getLogger("inferd.runtime")
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -72,13 +90,22 @@ class _Adopted:
     health_path: str
     engine: str
     log_path: Path
+    log_max_bytes: int
     ready: bool = False
+
+    @property
+    def port(self) -> int | None:
+        try:
+            return urlsplit(self.endpoint).port
+        except ValueError:
+            return None
 
     def state(self) -> ReplicaState:
         if not _alive(self.pid, self.started):
-            tail = log_tail(self.log_path)
             return ReplicaState(Phase.EXITED, self.endpoint, LOCAL_NODE,
-                                "the model server exited" + (f": {tail.splitlines()[-1]}" if tail else ""))
+                                processes.exit_reason(None, log_tail(self.log_path), self.endpoint))
+        with contextlib.suppress(OSError):  # a full or read-only disk must not make the replica look unhealthy
+            logfiles.rotate(self.log_path, self.log_max_bytes)
         if not self.ready:
             parts = urlsplit(self.endpoint)
             self.ready = is_ready_sync(parts.hostname or "", parts.port or 0, self.health_path, timeout=1.0)
@@ -93,23 +120,58 @@ class _Adopted:
 class LocalRuntime:
     name = "local"
 
-    def __init__(self, owner: str, *, cache_dir: Path, log_dir: Path, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, owner: str, *, cache_dir: Path, log_dir: Path, host: str = "127.0.0.1", log_max_bytes: int | None = None
+    ) -> None:
         self.owner = owner
         self.cache_dir = cache_dir
         self.log_dir = log_dir
         self.host = host
+        self.log_max_bytes = log_max_bytes or logfiles.max_bytes_from_env()
         self._lock = threading.Lock()
         self._started: dict[str, ReplicaProcess] = {}
         self._adopted: dict[str, _Adopted] = {}
+        self._ports: dict[str, int] = {}
+        """``handle → port`` chosen for a replica started here, held until it is killed."""
 
     def start(self, request: ReplicaRequest) -> str:
+        self._end_earlier(request.replica_id)
         handle = f"local:{secrets.token_hex(6)}"
         labels = {REPLICA_ENV: request.replica_id, HANDLE_ENV: handle, OWNER_ENV: self.owner}
-        process = ReplicaProcess(request, Placement(self.host, LOCAL_NODE, self.cache_dir, self.log_dir, labels))
+        placement = Placement(self.host, LOCAL_NODE, self.cache_dir, self.log_dir, labels,
+                              pick_port=lambda host: self._reserve_port(handle, host), log_max_bytes=self.log_max_bytes)
+        process = ReplicaProcess(request, placement)
         with self._lock:
             self._started[handle] = process
         process.start()
         return handle
+
+    def _end_earlier(self, replica_id: str) -> None:
+        """A replica being started has no other process that should run: end what is left of one
+        (a controller that crashed between forgetting a handle and killing it)."""
+        with self._lock:
+            earlier = [h for h, p in self._started.items() if p.request.replica_id == replica_id]
+            earlier += [h for h, a in self._adopted.items() if a.replica_id == replica_id]
+        for handle in earlier:
+            log.warning("replica %s starts again: ending its earlier process (%s)", replica_id, handle)
+            self.kill(handle)
+
+    def _reserve_port(self, handle: str, host: str) -> int:
+        """A free port (the kernel's choice) that no replica of this runtime holds, reserved for ``handle``."""
+        for _ in range(PORT_ATTEMPTS):
+            port = processes.free_port(host)
+            with self._lock:
+                if port not in self._held_ports():
+                    if handle in self._started:  # not killed meanwhile (then nothing will launch)
+                        self._ports[handle] = port
+                    return port
+        raise RuntimeError(f"no free port on {host} after {PORT_ATTEMPTS} attempts")
+
+    def _held_ports(self) -> set[int]:
+        """Ports of replicas started here (from their choice on) and of adopted ones (caller holds the lock)."""
+        held = set(self._ports.values())
+        held.update(port for adopted in self._adopted.values() if (port := adopted.port) is not None)
+        return held
 
     def _find(self, handle: str) -> ReplicaProcess | _Adopted | None:
         with self._lock:
@@ -128,12 +190,19 @@ class LocalRuntime:
         return states
 
     def discover(self) -> dict[str, str]:
-        """Every engine process of this owner (started here or by an earlier controller)."""
-        found: dict[str, str] = {}
+        """Every engine process of this owner (started here or by an earlier controller). Should
+        two run for one replica id, the one started here wins, else the newest."""
         with self._lock:
-            for handle, process in self._started.items():
-                if process.state().phase is not Phase.EXITED:
-                    found[process.request.replica_id] = handle
+            started = list(self._started.items())
+        best: dict[str, tuple[int, int, str]] = {}  # replica id → (started here, start time, handle)
+
+        def offer(replica_id: str, rank: tuple[int, int, str]) -> None:
+            if replica_id not in best or rank > best[replica_id]:
+                best[replica_id] = rank
+
+        for handle, process in started:
+            if process.running():
+                offer(process.request.replica_id, (1, 0, handle))
         for entry in _PROC.iterdir():
             if not entry.name.isdigit():
                 continue
@@ -145,14 +214,16 @@ class LocalRuntime:
             if fields is None or not _alive(pid, fields[19]):
                 continue
             handle, replica_id = env[HANDLE_ENV], env.get(REPLICA_ENV, "")
-            found[replica_id] = handle
             with self._lock:
-                if handle not in self._started and handle not in self._adopted:
+                mine = handle in self._started
+                if not mine and handle not in self._adopted:
                     self._adopted[handle] = _Adopted(
                         replica_id, pid, fields[19], env.get(ENDPOINT_ENV, ""), env.get(HEALTH_ENV, "/health"),
-                        env.get(ENGINE_ENV, ""), self._log_path(env),
+                        env.get(ENGINE_ENV, ""), self._log_path(env), self.log_max_bytes,
                     )
-        return found
+            if not mine:
+                offer(replica_id, (0, int(fields[19]), handle))
+        return {replica_id: rank[2] for replica_id, rank in best.items()}
 
     def _log_path(self, env: dict[str, str]) -> Path:
         matches = list(self.log_dir.glob(f"*/{env.get(REPLICA_ENV, '-')}.log"))
@@ -183,6 +254,7 @@ class LocalRuntime:
         with self._lock:
             self._started.pop(handle, None)
             self._adopted.pop(handle, None)
+            self._ports.pop(handle, None)  # its engine is gone: the port may be handed out again
 
     def logs(self, handle: str, lines: int = 50) -> str:
         found = self._find(handle)
@@ -193,12 +265,11 @@ class LocalRuntime:
         return ""
 
     def discard_logs(self, instance_id: str, replica_id: str) -> None:
-        """Removes the replica's log, and the instance's log directory once it is empty."""
-        directory = self.log_dir / instance_id
-        for path in directory.glob(f"{replica_id}.log*"):
-            path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            directory.rmdir()
+        """Removes the replica's log (both generations), and the instance's log directory once it is empty."""
+        logfiles.discard(self.log_dir / instance_id / f"{replica_id}.log")
+
+    def logged_replicas(self) -> set[tuple[str, str]]:
+        return {(path.parent.name, path.name.split(".log")[0]) for path in self.log_dir.glob("*/*.log*")}
 
     def nodes(self) -> list[NodeResources] | None:
         return None  # the catalog's counts describe this machine

@@ -6,6 +6,11 @@ minutes) runs in a background thread, so nothing that asks for the state ever wa
 
 The engine gets an allow-listed environment: never the server's secrets (secret key, database
 URL); the Hugging Face token only where the engine itself downloads (vLLM).
+
+Its output goes straight to its log file (``O_APPEND``), which ``state()`` keeps within the
+replica's size cap (``logfiles.rotate``) each time it is asked. An engine that cannot listen on
+the port it was given (another process took it between the choice and the engine's bind) exits,
+and its state says so in those words.
 """
 
 from __future__ import annotations
@@ -17,15 +22,25 @@ import signal
 import socket
 import subprocess
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from inferd.engines.activity import in_flight as engine_in_flight
-from inferd.engines.artifacts import DEFAULT_HUB, human_bytes, resolve
-from inferd.engines.base import LaunchSpec, engine_for
+from inferd.engines.artifacts import (
+    DEFAULT_HUB,
+    GatedModelError,
+    HubError,
+    ModelNotFound,
+    ModelTooLarge,
+    human_bytes,
+    resolve,
+)
+from inferd.engines.base import EngineUnavailable, LaunchSpec, engine_for
 from inferd.engines.probe import is_ready_sync
+from inferd.runtime import logfiles
 from inferd.runtime.base import Phase, ReplicaRequest, ReplicaState
 
 REPLICA_ENV = "INFERD_REPLICA_ID"
@@ -39,6 +54,10 @@ _ALLOWED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TM
                 "SSL_CERT_FILE", "SSL_CERT_DIR")
 _ALLOWED_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "HIP_", "ROCR_", "OMP_", "VLLM_", "HF_HUB_OFFLINE")
 _PR_SET_PDEATHSIG = 1
+_BIND_FAILURES = ("couldn't bind", "could not bind", "address already in use", "error while attempting to bind",
+                  "eaddrinuse")
+"""What llama-server (``couldn't bind HTTP server socket``) and vLLM/uvicorn (``[Errno 98] error
+while attempting to bind … address already in use``) log when their port is taken."""
 
 
 def engine_environment(extra: dict[str, str]) -> dict[str, str]:
@@ -47,10 +66,30 @@ def engine_environment(extra: dict[str, str]) -> dict[str, str]:
     return {**base, **extra}
 
 
+_SAFE_ERRORS = (GatedModelError, ModelNotFound, ModelTooLarge, HubError)
+"""Their messages name the model, sizes and the hub's answer: fit for the instance's owner."""
+
+
+def _public(exc: Exception) -> str:
+    if isinstance(exc, ModelNotFound) and str(exc).startswith("model path "):
+        return "the model's files are missing on the server"  # a catalog ``file:`` path: the operator's
+    if isinstance(exc, (*_SAFE_ERRORS, DownloadCancelled)):
+        return str(exc)
+    if isinstance(exc, EngineUnavailable):
+        return "the model server is not installed where the replica runs"
+    return f"the model could not be prepared ({type(exc).__name__})"
+
+
 def free_port(host: str) -> int:
+    """A port nothing listens on right now (the kernel's choice for port 0). Nothing reserves it:
+    callers that start several engines must not hand out one that another still holds."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+class DownloadCancelled(RuntimeError):
+    """Raised from the progress callback to stop a download nobody waits for any more."""
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -60,17 +99,20 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def log_tail(path: Path, lines: int = 8, max_bytes: int = 16_384) -> str:
-    """The end of a replica's log, for error reasons and ``inferd logs``."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            text = handle.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(line for line in text.splitlines()[-lines:] if line.strip())
+def log_tail(path: Path, lines: int = 8, max_bytes: int = 16_384, *, since: int = 0) -> str:
+    """The end of a replica's log (and of its older generation), for error reasons and ``inferd logs``."""
+    return logfiles.tail(path, lines, max_bytes, since=since)
+
+
+def exit_reason(returncode: int | None, tail: str, endpoint: str | None) -> str:
+    """Why an engine stopped, in the words an operator needs: a port taken by another process is
+    named as such (a restart picks another port); otherwise the last line it logged."""
+    if any(marker in tail.lower() for marker in _BIND_FAILURES):
+        where = urlsplit(endpoint).netloc if endpoint else "its port"
+        return (f"the model server could not listen on {where}: the port is taken by another process "
+                "(a restart picks another port)")
+    code = f" (code {returncode})" if returncode is not None else ""
+    return f"the model server exited{code}" + (f": {tail.splitlines()[-1]}" if tail else "")
 
 
 @dataclass
@@ -85,6 +127,11 @@ class Placement:
     """Environment entries that identify the process (replica id, handle, owner) for adoption."""
     die_with_parent: bool = False
     own_session: bool = True
+    pick_port: Callable[[str], int] | None = None
+    """Chooses the engine's port on ``host``; default ``free_port`` (the local runtime passes one
+    that never returns a port another of its replicas holds)."""
+    log_max_bytes: int = field(default_factory=logfiles.max_bytes_from_env)
+    """Cap of this replica's log on disk, both generations together (``logfiles.rotate``)."""
 
 
 class ReplicaProcess:
@@ -100,6 +147,10 @@ class ReplicaProcess:
         self._endpoint: str | None = None
         self._health_path = "/health"
         self._process: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None
+        self._log_start = 0
+        """Size of the log when this engine was launched: what it wrote comes after."""
+        self._rotating = threading.Lock()
         self._cancelled = False
         self._thread = threading.Thread(target=self._prepare_and_launch, name=f"replica-{request.replica_id[:8]}", daemon=True)
 
@@ -112,8 +163,9 @@ class ReplicaProcess:
             launch = self._launch_spec(self._progress)
             self._launch(launch)
         except Exception as exc:  # the reason is the replica's status, not a crash
+            self._log_failure(exc)
             with self._lock:
-                self._phase, self._detail = Phase.EXITED, f"cannot start: {exc}"
+                self._phase, self._detail = Phase.EXITED, f"cannot start: {_public(exc)}"
             return
         if self.placement.die_with_parent and self._process is not None:
             # PR_SET_PDEATHSIG fires when the *thread* that forked the engine ends, not the
@@ -122,7 +174,17 @@ class ReplicaProcess:
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitid(os.P_PID, self._process.pid, os.WEXITED | os.WNOWAIT)
 
+    def _log_failure(self, exc: Exception) -> None:
+        """The whole story for operators (``inferd logs``); the status carries a short one."""
+        with contextlib.suppress(OSError):
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "a") as log:
+                log.write("inferd: cannot start the model server:\n")
+                log.write("".join(traceback.format_exception(exc)))
+
     def _progress(self, done: int, total: int | None) -> None:
+        if self._cancelled:  # killed while downloading: abort (resolve removes the partial file)
+            raise DownloadCancelled("the replica was stopped while its model was downloading")
         text = f"downloading {human_bytes(done)}" + (f" of {human_bytes(total)} ({100 * done // max(total, 1)}%)" if total else "")
         with self._lock:
             self._detail = text
@@ -140,10 +202,12 @@ class ReplicaProcess:
             hub_url=os.environ.get("HF_ENDPOINT") or DEFAULT_HUB,
         )
         host = self.placement.host
+        port = (self.placement.pick_port or free_port)(host)
+        self._port = port
         return engine_for(request.engine).launch_spec(
             artifact,
             host=host,
-            port=free_port(host),
+            port=port,
             slots=request.slots,
             threads=request.threads,
             gpu_count=request.gpus,
@@ -161,8 +225,10 @@ class ReplicaProcess:
         env.update({ENDPOINT_ENV: endpoint, HEALTH_ENV: launch.health_path, ENGINE_ENV: self.request.engine})
         with self._lock:
             if self._cancelled:
+                self._phase, self._detail = Phase.EXITED, "stopped before its model server started"
                 return
-            with open(self.log_path, "ab") as log:
+            with open(self.log_path, "ab") as log:  # O_APPEND: rotation may truncate it under the engine
+                self._log_start = os.fstat(log.fileno()).st_size
                 self._process = subprocess.Popen(
                     launch.argv,
                     env=engine_environment(env),
@@ -181,13 +247,46 @@ class ReplicaProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    @property
+    def port(self) -> int | None:
+        """The engine's port, once chosen (before its launch)."""
+        return self._port
+
+    def running(self) -> bool:
+        """Preparing, or launched and not exited (no health probe: cheap)."""
+        with self._lock:
+            process, phase = self._process, self._phase
+        if process is not None:
+            return process.poll() is None
+        return phase is not Phase.EXITED and not self._cancelled
+
+    def rotate_log(self) -> None:
+        """Keep the log within its cap; one thread at a time (a Ray actor answers calls concurrently)."""
+        if self._process is None or not self._rotating.acquire(blocking=False):
+            return
+        try:
+            logfiles.rotate(self.log_path, self.placement.log_max_bytes)
+        except OSError:
+            pass  # a full or read-only disk must not make the replica look unhealthy
+        finally:
+            self._rotating.release()
+
+    def discard_logs(self) -> None:
+        logfiles.discard(self.log_path)
+
+    def cancel(self) -> None:
+        """No engine starts after this (a preparation still running ends without launching one)."""
+        with self._lock:
+            self._cancelled = True
+
     def state(self) -> ReplicaState:
         """Probes the engine while it is starting; a ready engine is only checked for exit."""
+        self.rotate_log()
         with self._lock:
             process, phase = self._process, self._phase
         if process is not None and process.poll() is not None:
-            tail = log_tail(self.log_path)
-            reason = f"the model server exited (code {process.returncode})" + (f": {tail.splitlines()[-1]}" if tail else "")
+            tail = log_tail(self.log_path, since=self._log_start)
+            reason = exit_reason(process.returncode, tail, self._endpoint)
             with self._lock:
                 if self._phase is not Phase.EXITED:
                     self._phase, self._detail = Phase.EXITED, reason
@@ -210,6 +309,10 @@ class ReplicaProcess:
 
     # -- stopping -------------------------------------------------------------------------
     def terminate(self) -> None:
+        """SIGTERM to the engine; before it is launched, the preparation is abandoned instead."""
+        with self._lock:
+            if self._process is None:
+                self._cancelled = True
         self._signal(signal.SIGTERM)
 
     def kill(self) -> None:

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
+from inferd.runtime import logfiles
 from inferd.runtime.base import (
     NodeResources,
     ReplicaRequest,
@@ -48,10 +49,14 @@ def _host_port(address: str) -> tuple[str, int] | None:
 class RayRuntime:
     name = "ray"
 
-    def __init__(self, address: str, namespace: str, *, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, address: str, namespace: str, *, connect_timeout: float = 10.0, log_max_bytes: int | None = None
+    ) -> None:
         self.address = address
         self.namespace = namespace
         self.connect_timeout = connect_timeout
+        self.log_max_bytes = log_max_bytes or logfiles.max_bytes_from_env()
+        """Cap of each replica's log on its node (the actor rotates it)."""
         self._lock = threading.Lock()
         self._child: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
@@ -60,7 +65,7 @@ class RayRuntime:
 
     # -- the Runtime protocol ------------------------------------------------------------
     def start(self, request: ReplicaRequest) -> str:
-        return str(self._call("start", request))
+        return str(self._call("start", request, self.log_max_bytes))
 
     def observe(self, handles: Mapping[str, str]) -> dict[str, ReplicaState]:
         return dict(self._call("observe", dict(handles))) if handles else {}
@@ -75,13 +80,20 @@ class RayRuntime:
         self._call("terminate", handle)
 
     def kill(self, handle: str) -> None:
+        """The actor removes its log on its node, then Ray ends the actor (and its engine with it)."""
         self._call("kill", handle)
 
     def logs(self, handle: str, lines: int = 50) -> str:
         return str(self._call("logs", handle, lines))
 
     def discard_logs(self, instance_id: str, replica_id: str) -> None:
-        """Not yet: the log lives on the replica's node, whose actor is gone by now."""
+        """Nothing left to do: a Ray replica's log lives as long as its actor, which removed it
+        on its node when it was killed (``kill``, which the controller calls for every replica
+        before it removes it). The log of an actor whose node died stays on that node's disk
+        (within its cap): no process there is left to remove it."""
+
+    def logged_replicas(self) -> set[tuple[str, str]]:
+        return set()  # logs live on the nodes, removed with their actors
 
     def nodes(self) -> list[NodeResources] | None:
         return list(self._call("nodes"))

@@ -6,7 +6,10 @@ the local runtime does on its machine; the engine is started with ``PR_SET_PDEAT
 a killed actor (``ray.kill``) or a lost node (its raylet and workers die) leaves no engine behind.
 The request (with the instance's Hugging Face token, if any) arrives as an actor argument: it
 is never logged, and never part of the actor's name or options (Ray does keep the arguments
-in the GCS's actor table, like any actor's).
+in the GCS's actor table, like any actor's). The engine's log lives in the node's log directory
+as long as the actor: each ``state()`` call keeps it within its cap (``logfiles.rotate``), and
+``discard()``, which the driver calls before ``ray.kill``, removes it (only the actor can reach
+it: ``logs()`` is asked of the actor, so once the actor is gone its log would be read by no one).
 
 **The driver.** ``RayRuntime`` (``ray.py``, which never imports Ray) runs ``driver_main`` as a
 child process and sends it one call at a time over a socket; ``Driver`` makes the Ray calls.
@@ -25,6 +28,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from inferd.runtime import logfiles
 from inferd.runtime.base import NodeResources, Phase, ReplicaRequest, ReplicaState
 from inferd.runtime.process import (
     HANDLE_ENV,
@@ -39,6 +43,8 @@ LOG_DIR_ENV = "INFERD_REPLICA_LOG_DIR"
 PREFIX = "replica."
 OBSERVE_WAIT_S = 2.0
 ACTOR_CALL_S = 5.0
+DISCARD_WAIT_S = 2.0
+"""How long ``kill`` waits for the actor to remove its log before ``ray.kill``."""
 
 
 def actor_name(replica_id: str) -> str:
@@ -58,7 +64,7 @@ def _node_dir(env: str, default: str) -> Path:
 class ReplicaActor:
     """One replica: its model server on this node. Every method answers at once."""
 
-    def __init__(self, request: ReplicaRequest, owner: str) -> None:
+    def __init__(self, request: ReplicaRequest, owner: str, log_max_bytes: int | None = None) -> None:
         import ray  # only ever constructed inside a Ray worker
 
         address = ray.util.get_node_ip_address()
@@ -72,6 +78,7 @@ class ReplicaActor:
             labels=labels,
             die_with_parent=True,
             own_session=False,
+            log_max_bytes=log_max_bytes or logfiles.max_bytes_from_env(),
         )
         # Ray chose this actor's GPUs and set CUDA_VISIBLE_DEVICES: devices picked elsewhere mean nothing here
         self._replica = ReplicaProcess(dataclasses.replace(request, devices=()), placement)
@@ -91,6 +98,13 @@ class ReplicaActor:
 
     def shutdown(self) -> None:
         self._replica.kill()
+
+    def discard(self) -> None:
+        """Before ``ray.kill``: no engine may start any more, and its log goes (and the instance's
+        directory once empty). A running engine writes to the removed file until ``ray.kill``
+        ends it with the actor (``PR_SET_PDEATHSIG``), moments later."""
+        self._replica.cancel()
+        self._replica.discard_logs()
 
     def __repr__(self) -> str:  # Ray shows this in its logs and state API: no request fields
         replica = getattr(self, "_replica", None)
@@ -120,13 +134,16 @@ class Driver:
         for table in (self.handles, self.pending, self.node_of):
             table.pop(name, None)
 
-    def start(self, request: ReplicaRequest) -> str:
+    def start(self, request: ReplicaRequest, log_max_bytes: int | None = None) -> str:
+        for earlier, replica_id in self.discover_all():
+            if replica_id == request.replica_id:  # one actor per replica: what a crashed controller failed to kill
+                self.kill(earlier)
         name = actor_name(request.replica_id)
         self.handles[name] = self.actor_class.options(
             name=name, namespace=self.namespace, lifetime="detached", max_restarts=0, max_concurrency=8,
             num_cpus=request.num_cpus, num_gpus=request.gpus, resources=dict(request.resources),
             scheduling_strategy="SPREAD",  # replicas of an instance on different nodes where there is room
-        ).remote(request, f"ray:{self.namespace}")
+        ).remote(request, f"ray:{self.namespace}", log_max_bytes)
         return name
 
     def observe(self, handles: dict[str, str]) -> dict[str, ReplicaState]:
@@ -160,12 +177,11 @@ class Driver:
         return states
 
     def discover(self) -> dict[str, str]:
-        found = {}
-        for name in self.ray.util.list_named_actors():
-            replica_id = replica_id_of(name)
-            if replica_id:
-                found[replica_id] = name
-        return found
+        return {replica_id: name for name, replica_id in self.discover_all()}
+
+    def discover_all(self) -> list[tuple[str, str]]:
+        """``(actor name, replica id)`` of every replica actor of this namespace."""
+        return [(name, replica_id) for name in self.ray.util.list_named_actors() if (replica_id := replica_id_of(name))]
 
     def _ask(self, name: str, method: str, *args: Any, default: Any = None) -> Any:
         actor = self._actor(name)
@@ -188,6 +204,13 @@ class Driver:
     def kill(self, name: str) -> None:
         actor = self._actor(name)
         if actor is not None:
+            # its log goes with it; an actor that did not answer its last state() (waiting for room,
+            # or its node does not answer) is not asked, and none holds us up for long
+            if name not in self.pending:
+                try:
+                    self.ray.get(actor.discard.remote(), timeout=DISCARD_WAIT_S)
+                except self.ray.exceptions.RayError:
+                    pass
             self.ray.kill(actor, no_restart=True)  # the engine gets SIGKILL with the actor's process
         self._forget(name)
 
