@@ -531,7 +531,7 @@ def bench_overhead(requests: int, block: int, warmup: int) -> dict[str, Any]:
 
 def render(report: dict[str, Any]) -> str:
     """Plain-text tables: readable in a terminal and pasteable into Markdown."""
-    lines = ["Real engine (llama.cpp SmolLM2-135M, 1 replica), streaming, max_tokens=%d" % MAX_TOKENS, ""]
+    lines = [f"Real engine (llama.cpp SmolLM2-135M, 1 replica), streaming, max_tokens={MAX_TOKENS}", ""]
     header = f"{'path':<8} {'conc':>4} {'reqs':>5} {'err':>4} {'wall s':>7} {'tok/s':>7} {'TTFT p50 ms':>12} " \
              f"{'TTFT p99 ms':>12} {'srv cpu s':>9} {'eng cpu s':>9}"
     lines += [header, "-" * len(header)]
@@ -572,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="JSON path (default bench/results/gateway-<UTC>.json)")
     args = parser.parse_args(argv)
 
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     settings: dict[str, Any] = QUICK if args.quick else FULL
     settings = {**settings, "quick": args.quick, "model": MODEL, "prompt": PROMPT, "max_tokens": MAX_TOKENS,
                 "temperature": 0}
@@ -595,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = bench_engine(deployment, tuple(settings["levels"]), settings["rounds"], settings["min_requests"],
                                 settings["per_worker"])
     report["engine"] = {"rows": rows, "ratios": engine_ratios(rows)}
-    report["duration_s"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds(), 1)
+    report["duration_s"] = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 1)
 
     print()
     print(render(report))

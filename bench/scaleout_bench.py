@@ -255,7 +255,7 @@ def bench_controller(passes: int, rounds: int, real: bool) -> list[dict[str, Any
         for round_ in range(rounds):  # configs interleaved (ABBA), so drift lands on all of them
             for setup in setups[:: 1 if round_ % 2 == 0 else -1]:
                 pg0 = sum(cpu_seconds(p) or 0 for p in setup.get("pg_pids", []))
-                walls, cpus = zip(*(timed_pass(setup["loop"]) for _ in range(passes)))
+                walls, cpus = zip(*(timed_pass(setup["loop"]) for _ in range(passes)), strict=True)
                 setup["pg_cpu"] += sum(cpu_seconds(p) or 0 for p in setup.get("pg_pids", [])) - pg0
                 setup["wall"] += walls
                 setup["cpu"] += cpus
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="JSON path (default bench/results/scaleout-<UTC>.json)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # the part re-executed in the netns
     args = parser.parse_args(argv)
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     out = args.out or REPO / "bench" / "results" / f"scaleout-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     git = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=REPO).stdout
     report: dict[str, Any] = {"started_at": started.isoformat(timespec="seconds"), "git": git.strip(), "machine": machine_info(),
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["bash", str(REPO / "scripts" / "in-netns.sh"), sys.executable, __file__, "--part", "create",
                             "--runs", str(args.runs), "--out", part.name, "--child"], check=True, cwd=REPO)
             report["create"] = json.loads(Path(part.name).read_text())["create"]
-    report["duration_s"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds(), 1)
+    report["duration_s"] = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     if not args.child:

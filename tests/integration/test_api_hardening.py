@@ -69,7 +69,7 @@ def test_trusted_proxy_clients_are_counted_apart(behind_proxy: Server) -> None:
         {"Forwarded": 'for="[2001:db8::7]:4711";proto=https'},
         {"Forwarded": "for=203.0.113.3:1234, for=10.9.9.9"},  # 10.9.9.9 is a trusted hop
     ):
-        assert _statuses(behind_proxy, lambda _: headers, 6) == [401] * 5 + [429], headers
+        assert _statuses(behind_proxy, lambda _, headers=headers: headers, 6) == [401] * 5 + [429], headers
     # Only the part of the chain that trusted proxies wrote counts: what a client put left of
     # it changes nothing, so 203.0.113.9 cannot escape its budget by inventing predecessors.
     spoofed = _statuses(behind_proxy, lambda i: {"X-Forwarded-For": f"192.0.2.{i}, 203.0.113.9, 10.1.2.3"}, 6)

@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-
 from tests.conftest import running_server
 from tests.support import specs
 from tests.support.engine import requires_llama_server

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from inferd.domain.catalog import Catalog
 from inferd.config.settings import Settings
+from inferd.domain.catalog import Catalog
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kuberay"
 

@@ -179,7 +179,7 @@ def check_race(wins: list[Win], holders: list[str]) -> None:
         assert holder_of.setdefault(win.view.term, win.holder) == win.holder, f"term {win.view.term} had two holders"
     # Every promise of a term ends before the next term began (its acquired_at is its takeover ``now``).
     terms = sorted(holder_of)
-    for earlier, later in zip(terms, terms[1:]):
+    for earlier, later in zip(terms, terms[1:], strict=False):
         last_expiry = max(w.view.expires_at for w in wins if w.view.term == earlier)  # type: ignore[type-var]
         next_start = {w.view.acquired_at for w in wins if w.view.term == later}
         assert len(next_start) == 1

@@ -10,7 +10,7 @@ import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -119,7 +119,7 @@ def test_ca_is_a_path_length_zero_ca(ca: KeyPair) -> None:
     cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
     assert cert.subject == cert.issuer
     cert.verify_directly_issued_by(cert)  # self-signed
-    assert cert.not_valid_before_utc < datetime.now(timezone.utc) - timedelta(minutes=4)
+    assert cert.not_valid_before_utc < datetime.now(UTC) - timedelta(minutes=4)
     assert ca.key_pem.startswith(b"-----BEGIN PRIVATE KEY-----")  # unencrypted PKCS#8
 
 
@@ -159,7 +159,7 @@ def test_leaf_validity_and_expiry_helper(ca: KeyPair) -> None:
     short = issue_server_certificate(ca, dns_names=["a.example"], valid_days=10)
     expires = certificate_expires_at(short.cert_pem)
     assert expires.tzinfo is not None
-    assert timedelta(days=9) < expires - datetime.now(timezone.utc) < timedelta(days=10)
+    assert timedelta(days=9) < expires - datetime.now(UTC) < timedelta(days=10)
 
 
 def test_leaf_never_outlives_its_ca() -> None:
@@ -353,7 +353,7 @@ def test_local_tls_renews_a_leaf_that_expires_soon(tmp_path: Path) -> None:
     write(files.cert, soon.cert_pem)
     write(files.key, soon.key_pem)
     ensure_local_tls(tmp_path, hostnames=[])
-    assert certificate_expires_at(files.cert.read_bytes()) > datetime.now(timezone.utc) + timedelta(days=300)
+    assert certificate_expires_at(files.cert.read_bytes()) > datetime.now(UTC) + timedelta(days=300)
     assert (tmp_path / "api-ca.pem").read_bytes() == ca.cert_pem
 
 

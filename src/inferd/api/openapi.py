@@ -100,7 +100,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         scope = _scope_of(route)
         if scope is None:
             continue
-        for method in route.methods:
+        for method in route.methods or ():
             operation = document["paths"][route.path_format][method.lower()]
             operation["security"] = [{"bearer_auth": [scope]}]
     _describe_catalog(document, app.state.inferd.catalog)

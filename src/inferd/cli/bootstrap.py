@@ -18,8 +18,8 @@ from inferd.controller.reconciler import Reconciler
 from inferd.domain.catalog import Catalog
 from inferd.domain.scopes import FULL_ACCESS
 from inferd.domain.tokens import hash_token, new_api_token
-from inferd.gateway.proxy import Limits, create_gateway_app
 from inferd.gateway.metrics import create_metrics_app
+from inferd.gateway.proxy import Limits, create_gateway_app
 from inferd.gateway.routes import RouteLoader, RouteTable
 from inferd.gateway.tls import InstanceCertificates
 from inferd.pki import SecretBox, TLSFiles, load_or_create_key_file

@@ -94,8 +94,8 @@ def serve(
     if controller:
         stop = _first(stop_replicas_on_exit, settings.stop_replicas_on_exit, settings.runtime == "local")
         api.router.lifespan_context = _with_controller(build_controller(state, stop_replicas_on_exit=stop))
-    certificate = {"certfile": str(tls_files.cert), "keyfile": str(tls_files.key)} if settings.tls else {}
-    listeners = [Listener(api, settings.host, settings.port, **certificate)]
+    listeners = [Listener(api, settings.host, settings.port, certfile=str(tls_files.cert) if settings.tls else None,
+                          keyfile=str(tls_files.key) if settings.tls else None)]
     if gateway:
         routes, gateway_side = gateway_listeners(state, tls_files)
         routes.start()
@@ -234,16 +234,6 @@ def quickstart(
             _fail(f"instance still {status} after {timeout:.0f} s; see: inferd logs {instance_id}")
     endpoint = instance["endpoints"].get("public_endpoint_fqdn") or instance["endpoints"]["private_endpoint_fqdn"]
     token = created.json()["token"]["value"]
-    if "public_endpoint_fqdn" in instance["endpoints"]:  # the gateway picks new routes up within a second
-        for _ in range(50):
-            try:
-                probe = httpx.post(f"{endpoint}/v1/chat/completions", headers={"Authorization": f"Bearer {token}"},
-                                   json={"model": model.slug, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
-                if probe.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
     console.print(f"[green]active[/green]: {model.name} is served at {endpoint}/v1 (token shown once, below)")
     print(
         f"curl -s {endpoint}/v1/chat/completions -H 'Authorization: Bearer {token}' "

@@ -129,7 +129,7 @@ class Catalog(BaseModel):
             unknown = sorted(set(model.accelerator_slugs) - known)
             if unknown:
                 raise ValueError(f"model {model.slug!r} names unknown accelerators {unknown}")
-            engines = {a.engine for a in self.accelerators if a.slug in model.accelerator_slugs}
+            engines: set[str] = {a.engine for a in self.accelerators if a.slug in model.accelerator_slugs}
             missing = sorted(engines - set(model.sources))
             if model.sources and missing:
                 raise ValueError(f"model {model.slug!r} has no source for engine(s) {missing}")

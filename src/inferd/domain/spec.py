@@ -27,7 +27,7 @@ from inferd.domain.catalog import Catalog
 from inferd.domain.errors import InvalidInput
 
 NAME_PATTERN = r"^[a-zA-Z0-9_-]+$"
-ROLE_PREFILL_DECODE = "prefill_decode"
+ROLE_PREFILL_DECODE: Literal["prefill_decode"] = "prefill_decode"
 MAX_SCALE = 1000
 MAX_MODEL_DEPLOYMENTS = 16
 MAX_WORKLOAD_CONFIG_BYTES = 16 * 1024

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -117,7 +117,7 @@ def _leaf_is_usable(files: TLSFiles, ca: KeyPair, wanted: set[str]) -> bool:
         cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca.cert_pem))
     except (ValueError, TypeError, InvalidSignature):
         return False
-    if cert.not_valid_after_utc - datetime.now(timezone.utc) < RENEW_BEFORE:
+    if cert.not_valid_after_utc - datetime.now(UTC) < RENEW_BEFORE:
         return False
     present_dns, present_ips = split_names(certificate_names(leaf.cert_pem))
     return wanted <= {*present_dns, *present_ips}

@@ -67,7 +67,7 @@ class ReplicaActor:
     def __init__(self, request: ReplicaRequest, owner: str, log_max_bytes: int | None = None) -> None:
         import ray  # only ever constructed inside a Ray worker
 
-        address = ray.util.get_node_ip_address()
+        address = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
         context = ray.get_runtime_context()
         labels = {REPLICA_ENV: request.replica_id, OWNER_ENV: owner, HANDLE_ENV: context.get_actor_name() or ""}
         placement = Placement(

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import CursorResult, Select, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -191,7 +191,7 @@ def delete_instance_token(session: Session, instance: InstanceRow, token_id: str
     statement = delete(InstanceTokenRow).where(
         InstanceTokenRow.id == token_id, InstanceTokenRow.instance_id == instance.id
     )
-    if session.execute(statement).rowcount == 0:
+    if cast(CursorResult[Any], session.execute(statement)).rowcount == 0:
         raise NotFound("token not found")
 
 

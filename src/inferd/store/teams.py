@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
 
 from inferd.domain.errors import Conflict, NotFound
@@ -48,5 +49,6 @@ def list_api_tokens(session: Session, team: TeamRow) -> list[ApiTokenRow]:
 
 
 def revoke_api_token(session: Session, token_id: str) -> None:
-    if session.execute(delete(ApiTokenRow).where(ApiTokenRow.id == token_id)).rowcount == 0:
+    result = cast(CursorResult[Any], session.execute(delete(ApiTokenRow).where(ApiTokenRow.id == token_id)))
+    if result.rowcount == 0:
         raise NotFound(f"no token {token_id!r}")

@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25
 """
 
@@ -61,7 +61,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_instances_region'), ['region'], unique=False)
         batch_op.create_index('ix_instances_team_created', ['team_id', 'created_at', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_instances_team_id'), ['team_id'], unique=False)
-        batch_op.create_index('uq_instances_team_name_live', ['team_id', 'name'], unique=True, sqlite_where=sa.text("status != 'deleting'"), postgresql_where=sa.text("status != 'deleting'"))
+        batch_op.create_index('uq_instances_team_name_live', ['team_id', 'name'], unique=True,
+                              sqlite_where=sa.text("status != 'deleting'"), postgresql_where=sa.text("status != 'deleting'"))
 
     op.create_table('accelerators',
     sa.Column('id', sa.String(length=36), nullable=False),
@@ -125,7 +126,8 @@ def downgrade() -> None:
 
     op.drop_table('accelerators')
     with op.batch_alter_table('instances', schema=None) as batch_op:
-        batch_op.drop_index('uq_instances_team_name_live', sqlite_where=sa.text("status != 'deleting'"), postgresql_where=sa.text("status != 'deleting'"))
+        batch_op.drop_index('uq_instances_team_name_live',
+                            sqlite_where=sa.text("status != 'deleting'"), postgresql_where=sa.text("status != 'deleting'"))
         batch_op.drop_index(batch_op.f('ix_instances_team_id'))
         batch_op.drop_index('ix_instances_team_created')
         batch_op.drop_index(batch_op.f('ix_instances_region'))
