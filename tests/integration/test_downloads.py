@@ -9,7 +9,6 @@ the download takes several seconds; ``acme/huge`` lists a 50 GB file it would ne
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import pytest
 from inferd.engines.artifacts import resolve
 from tests.conftest import running_server
 from tests.support import specs
+from tests.support.engine import requires_llama_server
 from tests.support.fakehub import FakeHub, Repo
 from tests.support.replicas import chat, replicas
 from tests.support.server import Server
@@ -71,21 +71,7 @@ sources = {{ "llama.cpp" = "hf:{huge}" }}
 """
 
 
-def _llama_server_available() -> bool:
-    from inferd.engines.base import EngineUnavailable
-    from inferd.engines.llamacpp import find_llama_server
-
-    try:
-        find_llama_server()
-    except EngineUnavailable:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(
-    not _llama_server_available() and not os.environ.get("CI"),
-    reason="llama-server not built: run scripts/build-llama-server.sh (make test does)",
-)
+pytestmark = requires_llama_server
 
 
 def smollm2_gguf() -> Path:

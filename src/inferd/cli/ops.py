@@ -43,7 +43,8 @@ def replicas(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Model-server replicas: status, phase (download progress), node, endpoint, restarts, last error."""
-    from inferd.cli.main import _print_table, _state
+    from inferd.cli.common import print_table as _print_table
+    from inferd.cli.common import state_from as _state
     from inferd.store import replicas as repo
 
     state = _state(data_dir, database_url)
@@ -70,7 +71,8 @@ def logs(
 ) -> None:
     """Print the end of the model-server log of each replica of an instance (from its node)."""
     from inferd.cli.bootstrap import build_runtime
-    from inferd.cli.main import _fail, _state
+    from inferd.cli.common import fail as _fail
+    from inferd.cli.common import state_from as _state
     from inferd.runtime.base import RuntimeUnavailable
     from inferd.runtime.process import log_tail
     from inferd.store import replicas as repo
@@ -102,7 +104,7 @@ def status(as_json: AsJson = False, data_dir: DataDir = None, database_url: Data
     """The leading controller, replicas by status, and the cluster's capacity."""
     from collections import Counter
 
-    from inferd.cli.main import _state
+    from inferd.cli.common import state_from as _state
     from inferd.store import capacity, leases
     from inferd.store import replicas as repo
     from inferd.store.tables import utcnow
