@@ -206,3 +206,33 @@ def _namespace(server: Server) -> str:
 
     return Settings(data_dir=server.data_dir, database_url=server.database_url).resolved_ray_namespace()
 
+
+
+def test_an_unreachable_head_changes_no_status_and_serving_goes_on(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The head (GCS) is lost: the controller keeps every status, says so once in its log and
+    retries; the gateway keeps serving the replica it knows while its node still runs it."""
+    directory = tmp_path_factory.mktemp("headless")
+    catalog = directory / "catalog.toml"
+    catalog.write_text(CATALOG)
+    with RayCluster(directory / "ray") as ray_cluster:
+        ray_cluster.start(workers=1, head_resources={CPU_SLOT: 0}, worker_resources={CPU_SLOT: 1})  # replicas on the worker
+        with running_server(
+            "sqlite", directory / "inferd", controller=True, gateway=True,
+            INFERD_CATALOG_FILE=str(catalog), INFERD_RUNTIME="ray", INFERD_RAY_ADDRESS=ray_cluster.address,
+        ) as server, server.client(server.admin_token) as api:
+            wait_for(lambda: capacity(server) == 1, timeout=30, what="capacity 1 from the cluster")
+            created = api.post("/v2/dedicated-inferences", json=specs.create_body("headless")).json()
+            instance_id, token = created["dedicated_inference"]["id"], created["token"]["value"]
+            body = wait_status(api, instance_id, "active")
+            client = OpenAI(base_url=body["endpoints"]["public_endpoint_fqdn"] + "/v1", api_key=token, max_retries=0)
+
+            ray_cluster.stop_head()
+            log = server.log_path
+            assert log is not None
+            wait_for(lambda: "runtime ray unreachable" in log.read_text(), timeout=30, what="the controller to say so")
+            for _ in range(3):  # pass after pass: nothing changes, and the replica still answers
+                assert instance(api, instance_id)["status"] == "active"
+                answer = client.chat.completions.create(model=specs.MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+                assert answer.choices[0].message.content is not None
+            assert [r["status"] for r in replicas(server, instance_id)] == ["ready"]
+            assert log.read_text().count("runtime ray unreachable") == 1  # said once, not every pass
