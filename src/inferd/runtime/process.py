@@ -104,6 +104,23 @@ def log_tail(path: Path, lines: int = 8, max_bytes: int = 16_384, *, since: int 
     return logfiles.tail(path, lines, max_bytes, since=since)
 
 
+def log_excerpt(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a replica's log, for ``inferd logs`` (long lines allowed)."""
+    return log_tail(path, lines=lines, max_bytes=max(16_384, lines * 400))
+
+
+def endpoint_ready(endpoint: str, health_path: str) -> bool:
+    """One health probe of the engine at ``endpoint`` (``http://host:port``)."""
+    parts = urlsplit(endpoint)
+    return is_ready_sync(parts.hostname or "", parts.port or 0, health_path, timeout=1.0)
+
+
+def endpoint_in_flight(endpoint: str, engine: str) -> int | None:
+    """Requests the engine at ``endpoint`` is working on, from its own metrics."""
+    parts = urlsplit(endpoint)
+    return engine_in_flight(parts.hostname or "", parts.port or 0, engine)
+
+
 def exit_reason(returncode: int | None, tail: str, endpoint: str | None) -> str:
     """Why an engine stopped, in the words an operator needs: a port taken by another process is
     named as such (a restart picks another port); otherwise the last line it logged."""
@@ -291,21 +308,17 @@ class ReplicaProcess:
                 if self._phase is not Phase.EXITED:
                     self._phase, self._detail = Phase.EXITED, reason
         elif phase is Phase.STARTING and self._endpoint:
-            parts = urlsplit(self._endpoint)
-            if is_ready_sync(parts.hostname or "", parts.port or 0, self._health_path, timeout=1.0):
+            if endpoint_ready(self._endpoint, self._health_path):
                 with self._lock:
                     self._phase = Phase.READY
         with self._lock:
             return ReplicaState(self._phase, self._endpoint, self.placement.node, self._detail)
 
     def in_flight(self) -> int | None:
-        if not self._endpoint:
-            return None
-        parts = urlsplit(self._endpoint)
-        return engine_in_flight(parts.hostname or "", parts.port or 0, self.request.engine)
+        return endpoint_in_flight(self._endpoint, self.request.engine) if self._endpoint else None
 
     def logs(self, lines: int = 50) -> str:
-        return log_tail(self.log_path, lines=lines, max_bytes=max(16_384, lines * 400))
+        return log_excerpt(self.log_path, lines)
 
     # -- stopping -------------------------------------------------------------------------
     def terminate(self) -> None:
