@@ -73,6 +73,9 @@ CREATE_CASES: list[tuple[str, Any, int, str, str]] = [
     ("empty access token", {"spec": specs.spec("x"), "access_tokens": {"hugging_face_token": ""}}, 422, "unprocessable_entity", "access_tokens.hugging_face_token"),
     ("workload_config too large", {"spec": _spec(model_deployments=[_deployment(workload_config={"x": "a" * 20_000})])}, 422, "unprocessable_entity", "workload_config: Value error, 20008 bytes"),
     ("workload_config too deep", {"spec": _spec(model_deployments=[_deployment(workload_config=_nested(12))])}, 422, "unprocessable_entity", "workload_config: Value error, nested"),
+    ("workload_config unknown key", {"spec": _spec(model_deployments=[_deployment(workload_config={"isl": 512})])}, 422, "unprocessable_entity", "spec.model_deployments[0].workload_config.isl: unknown key; allowed keys: context_length"),
+    ("workload_config out of range", {"spec": _spec(model_deployments=[_deployment(workload_config={"max_concurrent_sequences": 0})])}, 422, "unprocessable_entity", "workload_config.max_concurrent_sequences: must be an integer from 1 to 256"),
+    ("workload_config key the engine lacks", {"spec": _spec(model_deployments=[_deployment(workload_config={"dtype": "float16"})])}, 422, "unprocessable_entity", "workload_config.dtype: not supported by the llama.cpp engine"),
 ]
 
 
@@ -147,6 +150,8 @@ PATCH_CASES: list[tuple[str, Any, int, str]] = [
     ("scale beyond inventory", {"spec": {"model_deployments": [_deployment(accelerators=[_accelerator(scale=99)])]}}, 422, "scale"),
     ("unknown access token kind", {"access_tokens": {"openai": "x"}}, 422, "access_tokens.openai"),
     ("bad name", {"spec": {"name": "no/slashes"}}, 422, "spec.name"),
+    ("workload_config wrong type", {"spec": {"model_deployments": [_deployment(workload_config={"context_length": "long"})]}}, 422,
+     "workload_config.context_length: must be an integer"),
 ]
 
 

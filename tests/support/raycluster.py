@@ -85,7 +85,13 @@ def descendants(root: int) -> dict[int, str]:
     return found
 
 
-def _still_alive(processes: dict[int, str]) -> dict[int, str]:
+def process_tree(root: int) -> dict[int, str]:
+    """``root`` and every live process below it: pid → start time."""
+    return {root: (_stat(root) or ("", ""))[1], **descendants(root)}
+
+
+def still_alive(processes: dict[int, str]) -> dict[int, str]:
+    """Those of ``processes`` still running (same pid *and* start time)."""
     alive = {}
     for pid, started in processes.items():
         stat = _stat(pid)
@@ -258,14 +264,14 @@ class RayCluster:
         if node.stopped:
             return
         node.stopped = True
-        processes = {node.process.pid: (_stat(node.process.pid) or ("", ""))[1], **descendants(node.process.pid)}
+        processes = process_tree(node.process.pid)
         # the node's group: ray start, GCS, raylet, agents; Ray workers (each in a group of their own)
         # must die because their raylet did, and engines because their actor did
         with contextlib.suppress(ProcessLookupError):
             os.killpg(node.process.pid, signal.SIGKILL)
         node.process.wait(timeout=timeout)
         deadline = time.monotonic() + timeout
-        while (alive := _still_alive(processes)) and time.monotonic() < deadline:
+        while (alive := still_alive(processes)) and time.monotonic() < deadline:
             time.sleep(0.2)
         if alive:
             for pid in alive:

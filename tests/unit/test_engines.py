@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from inferd.domain.workload import EngineOptions
 from inferd.engines import (
     EngineUnavailable,
     LlamaCppEngine,
@@ -32,6 +33,7 @@ from inferd.engines.artifacts import (
     repo_cache_dir,
     select_files,
 )
+from inferd.engines.vllm import find_vllm_python
 
 SLUG = "huggingfacetb/smollm2-135m-instruct"
 TOKEN = "hf_secretTOKENvalue123"
@@ -151,45 +153,96 @@ def test_find_llama_server_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 # ------------------------------------------------------------------------------------ vLLM
 
 
+PY = "/opt/vllm-venv/bin/python"
+
+
 def test_vllm_argv_safetensors(safetensors_dir: ModelArtifact) -> None:
-    spec = VllmEngine().launch_spec(safetensors_dir, host="0.0.0.0", port=8000)
+    spec = VllmEngine(python=PY).launch_spec(safetensors_dir, host="0.0.0.0", port=8000)
     assert spec.argv == [
-        "vllm", "serve", str(safetensors_dir.path), "--host", "0.0.0.0", "--port", "8000",
-        "--served-model-name", SLUG, "--tensor-parallel-size", "1",
+        PY, "-m", "vllm.entrypoints.openai.api_server", "--model", str(safetensors_dir.path),
+        "--host", "0.0.0.0", "--port", "8000", "--served-model-name", SLUG, "--tensor-parallel-size", "1",
+        "--disable-uvicorn-access-log",
     ]
-    assert spec.env == {}
+    # Local weights: no hub, no usage reports, no token even when the instance has one.
+    assert spec.env == {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
     assert spec.health_path == "/health" and spec.served_model_name == SLUG
 
 
 @pytest.mark.parametrize(("gpus", "tp"), [(0, "1"), (1, "1"), (2, "2"), (8, "8")])
 def test_vllm_tensor_parallel_from_gpu_count(safetensors_dir: ModelArtifact, gpus: int, tp: str) -> None:
-    argv = VllmEngine().launch_spec(safetensors_dir, host="h", port=1, gpu_count=gpus).argv
+    argv = VllmEngine(python=PY).launch_spec(safetensors_dir, host="h", port=1, gpu_count=gpus).argv
     assert argv[argv.index("--tensor-parallel-size") + 1] == tp
 
 
-def test_vllm_token_only_in_env(safetensors_dir: ModelArtifact) -> None:
-    spec = VllmEngine().launch_spec(safetensors_dir, host="h", port=1, hf_token=TOKEN)
-    assert spec.env == {"HF_TOKEN": TOKEN}
-    assert all(TOKEN not in arg for arg in spec.argv)
-    assert TOKEN not in repr(spec) and TOKEN not in str(spec)
-
-
 def test_vllm_gguf_and_extra_args(gguf: ModelArtifact) -> None:
-    spec = VllmEngine(executable="/opt/vllm/bin/vllm").launch_spec(
+    spec = VllmEngine(python=PY).launch_spec(
         gguf, host="h", port=1, extra_args=["--tokenizer", "HuggingFaceTB/SmolLM2-135M-Instruct"]
     )
-    assert spec.argv[:3] == ["/opt/vllm/bin/vllm", "serve", str(gguf.path)]
+    assert spec.argv[:5] == [PY, "-m", "vllm.entrypoints.openai.api_server", "--model", str(gguf.path)]
     assert spec.argv[-2:] == ["--tokenizer", "HuggingFaceTB/SmolLM2-135M-Instruct"]
 
 
-def test_vllm_falls_back_to_repo_id(tmp_path: Path) -> None:
+def test_vllm_falls_back_to_repo_id_with_token_only_in_env(tmp_path: Path) -> None:
     remote = ModelArtifact(
         slug="meta-llama/llama-3.1-8b-instruct", path=tmp_path / "not-downloaded",
         format="safetensors", repo_id="meta-llama/Llama-3.1-8B-Instruct", revision="abc123",
     )
-    argv = VllmEngine().launch_spec(remote, host="h", port=1, gpu_count=2).argv
-    assert argv[2] == "meta-llama/Llama-3.1-8B-Instruct"
+    spec = VllmEngine(python=PY).launch_spec(remote, host="h", port=1, gpu_count=2, hf_token=TOKEN)
+    argv = spec.argv
+    assert argv[argv.index("--model") + 1] == "meta-llama/Llama-3.1-8B-Instruct"
     assert argv[argv.index("--revision") + 1] == "abc123"
+    assert spec.env["HF_TOKEN"] == TOKEN and "HF_HUB_OFFLINE" not in spec.env  # vLLM downloads it itself
+    assert all(TOKEN not in arg for arg in argv)
+    assert TOKEN not in repr(spec) and TOKEN not in str(spec)
+
+
+def test_vllm_options_after_catalog_args(safetensors_dir: ModelArtifact) -> None:
+    options = EngineOptions(context_length=4096, max_concurrent_sequences=8, max_batched_tokens=2048, dtype="bfloat16",
+                            enable_prefix_caching=False, tool_call_parser="hermes")
+    argv = VllmEngine(python=PY).launch_spec(
+        safetensors_dir, host="h", port=1, extra_args=["--max-model-len", "2048", "--gpu-memory-utilization", "0.5"],
+        options=options,
+    ).argv
+    tail = argv[argv.index("--gpu-memory-utilization"):]
+    assert tail == [
+        "--gpu-memory-utilization", "0.5", "--max-model-len", "4096", "--max-num-seqs", "8",
+        "--max-num-batched-tokens", "2048", "--dtype", "bfloat16", "--no-enable-prefix-caching",
+        "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+    ]
+    assert argv.index("--max-model-len", argv.index("2048")) > argv.index("--gpu-memory-utilization")  # the tenant's wins
+    assert "--enable-prefix-caching" in VllmEngine(python=PY).launch_spec(
+        safetensors_dir, host="h", port=1, options=EngineOptions(enable_prefix_caching=True)).argv
+
+
+def test_find_vllm_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INFERD_VLLM_PYTHON", raising=False)
+    monkeypatch.setenv("INFERD_ENGINE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(EngineUnavailable, match="scripts/install-vllm.sh"):
+        find_vllm_python()
+    venv_bin = tmp_path / "elsewhere" / "bin"
+    fake_binary(venv_bin, "", name="vllm")
+    python = fake_binary(venv_bin, "", name="python")
+    monkeypatch.setenv("PATH", str(venv_bin))
+    assert find_vllm_python() == python  # the venv of a ``vllm`` on PATH
+    cached = fake_binary(tmp_path / "cache" / "vllm" / "current" / "bin", "", name="python")
+    assert find_vllm_python() == cached  # the install script's venv comes first
+    monkeypatch.setenv("INFERD_VLLM_PYTHON", str(tmp_path / "missing"))
+    with pytest.raises(EngineUnavailable, match="INFERD_VLLM_PYTHON"):
+        find_vllm_python()  # an explicit setting that points nowhere is not silently replaced
+    monkeypatch.setenv("INFERD_VLLM_PYTHON", str(python))
+    assert VllmEngine().python == str(python)
+
+
+def test_llama_options(tmp_path: Path, gguf: ModelArtifact) -> None:
+    llama = LlamaCppEngine(binary=fake_binary(tmp_path, "--jinja  use jinja templates"))
+    options = EngineOptions(context_length=4096, max_concurrent_sequences=2, max_batched_tokens=256, tool_call_parser="hermes")
+    argv = llama.launch_spec(gguf, host="h", port=1, slots=4, options=options).argv
+    assert argv[argv.index("-np") + 1] == "2"
+    assert argv[argv.index("-c") + 1] == str(2 * 4096)  # context per slot
+    assert argv[argv.index("-b") + 1] == "256" and "--jinja" in argv
+    plain = llama.launch_spec(gguf, host="h", port=1, slots=4).argv
+    assert "--jinja" not in plain and "-b" not in plain and plain[plain.index("-c") + 1] == str(4 * 2048)
 
 
 # ----------------------------------------------------------------------------- engine_for
@@ -199,8 +252,8 @@ def test_engine_for(tmp_path: Path) -> None:
     binary = fake_binary(tmp_path, "")
     llama = engine_for("llama.cpp", binary=binary)
     assert isinstance(llama, LlamaCppEngine) and llama.name == "llama.cpp" and llama.binary == binary
-    vllm = engine_for("vllm", executable="/x/vllm")
-    assert isinstance(vllm, VllmEngine) and vllm.name == "vllm" and vllm.executable == "/x/vllm"
+    vllm = engine_for("vllm", python="/x/bin/python")
+    assert isinstance(vllm, VllmEngine) and vllm.name == "vllm" and vllm.python == "/x/bin/python"
 
 
 @pytest.mark.parametrize("name", ["tgi", "", "ollama"])

@@ -47,6 +47,19 @@ def test_startup_timeout_counts_from_the_engine_launch_not_the_download() -> Non
     assert stuck.status is ReplicaStatus.FAILED and stuck.kill and "not ready within 180 s" in (stuck.error or "")
 
 
+def test_startup_timeout_is_per_engine() -> None:
+    """vLLM loads and compiles for minutes: 1000 s of ``starting`` fails llama.cpp, not vLLM."""
+    timeouts = Timeouts(startup=180, placing=300, drain=2, stop=60, startup_by_engine={"vllm": 1200})
+    started = NOW - timedelta(seconds=1000)
+    starting = ReplicaState(Phase.STARTING, "http://h:1", "h", detail="Loading weights")
+    llama = Seen("r1", ReplicaStatus.STARTING, "h", "starting", started, None, engine="llama.cpp")
+    vllm = Seen("r2", ReplicaStatus.STARTING, "h", "starting", started, None, engine="vllm")
+    assert judge(llama, starting, None, NOW, timeouts).status is ReplicaStatus.FAILED
+    assert judge(vllm, starting, None, NOW, timeouts).status is ReplicaStatus.STARTING
+    late = Seen("r2", ReplicaStatus.STARTING, "h", "starting", NOW - timedelta(seconds=1201), None, engine="vllm")
+    assert judge(late, starting, None, NOW, timeouts).error == "not ready within 1200 s"
+
+
 def test_waiting_for_room_too_long_fails() -> None:
     stuck = judge(seen(phase="placing", since=NOW - timedelta(seconds=301)), ReplicaState(Phase.PLACING), None, NOW, T)
     assert stuck.status is ReplicaStatus.FAILED and "no node with room" in (stuck.error or "")

@@ -91,6 +91,7 @@ def build_controller(state: AppState, *, stop_replicas_on_exit: bool = False) ->
         timeouts=Timeouts(
             startup=settings.startup_timeout, placing=settings.placing_timeout,
             drain=settings.drain_seconds, stop=settings.stop_timeout,
+            startup_by_engine={"vllm": settings.vllm_startup_timeout},
         ),
         hf_token_of=hf_token_of,
         max_download_bytes=settings.max_download_bytes,

@@ -7,6 +7,7 @@ the log lives on the replica's node). ``--json`` output is for scripts.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +28,7 @@ def _replica_record(row: Any) -> dict[str, Any]:
         "accelerator": row.accelerator_slug,
         "status": row.status,
         "phase": row.phase,
+        "phase_since": row.phase_since.isoformat() if row.phase_since else None,
         "detail": row.detail,
         "node": row.node,
         "endpoint": row.endpoint,
@@ -34,6 +36,17 @@ def _replica_record(row: Any) -> dict[str, Any]:
         "restarts": row.restarts,
         "last_error": row.last_error,
     }
+
+
+def _phase_text(record: dict[str, Any]) -> str:
+    """``downloading: 35% …``, or ``starting 95 s: <the engine's last log line>``."""
+    phase = record["phase"] or "-"
+    if phase == "starting" and record["status"] == "starting" and record["phase_since"]:
+        since = datetime.fromisoformat(record["phase_since"])
+        phase += f" {int((datetime.now(UTC) - since.replace(tzinfo=since.tzinfo or UTC)).total_seconds())} s"
+    if record["detail"] and record["phase"] in ("downloading", "placing", "starting"):
+        phase = f"{phase}: {record['detail']}"
+    return phase
 
 
 def replicas(
@@ -55,9 +68,7 @@ def replicas(
         return
     rows = []
     for record in records:
-        phase = record["phase"] or "-"
-        if record["detail"] and record["phase"] in ("downloading", "placing"):
-            phase = f"{phase}: {record['detail']}"
+        phase = _phase_text(record)
         rows.append([record["replica"], record["instance"], record["model"], record["status"], phase,
                      record["node"] or "-", record["endpoint"] or "-", str(record["restarts"]), record["last_error"] or ""])
     _print_table(REPLICA_COLUMNS, rows)

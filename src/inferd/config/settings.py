@@ -116,7 +116,9 @@ class Settings(BaseSettings):
     controller_interval: float = Field(default=0.5, gt=0)
     """Seconds between reconcile passes."""
     startup_timeout: float = Field(default=180, gt=0)
-    """Seconds a replica may take to answer its health check before it counts as failed."""
+    """Seconds a llama.cpp replica may take to answer its health check before it counts as failed."""
+    vllm_startup_timeout: float = Field(default=1200, gt=0)
+    """The same for vLLM, which loads weights, compiles and captures CUDA graphs (minutes on a GPU)."""
     drain_seconds: float = Field(default=2, ge=0)
     """A replica leaves the route table at once but gets SIGTERM only after this grace period,
     so routers that refresh their table about every second never pick a dying replica."""

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -98,6 +99,9 @@ class Decider:
         if desired_id is None:
             return decisions
         groups = self._groups(session, desired_id)
+        templates = {g.template: g for g in groups}
+        if instance.live_deployment_id and instance.live_deployment_id != desired_id:  # old replicas restart as they were
+            templates = {g.template: g for g in self._groups(session, instance.live_deployment_id)} | templates
         actions = plan(groups, [_observed(r) for r in replicas.values()])
         for replica_id in actions.stop:
             _begin_stop(replicas[replica_id], now)
@@ -106,7 +110,9 @@ class Decider:
         queued: Counter[str] = Counter()
         for replica in replicas.values():
             if _due_for_start(replica, now):
-                error = self._start(session, instance, replica, accelerators, hf_token, decisions, queued, now)
+                group = templates.get(replica.template)
+                error = self._start(session, instance, replica, accelerators, hf_token, decisions, queued, now,
+                                    group.workload_config if group else {})
                 placement_error = placement_error or error
 
         has_pending, has_live = instance.pending_deployment_id is not None, instance.live_deployment_id is not None
@@ -171,7 +177,7 @@ class Decider:
 
     def _start(
         self, session: Session, instance: InstanceRow, replica: ReplicaRow, accelerators: dict[str, AcceleratorRow],
-        hf_token: str | None, decisions: Decisions, queued: Counter[str], now: datetime,
+        hf_token: str | None, decisions: Decisions, queued: Counter[str], now: datetime, workload_config: dict[str, Any],
     ) -> str | None:
         """Queue a (re)start; returns a reason when the cluster has no room for it now."""
         capacity = self.catalog.capacity(replica.accelerator_slug, instance.region)
@@ -187,7 +193,7 @@ class Decider:
                 self.catalog, replica_id=replica.id, instance_id=instance.id, model_slug=replica.model_slug,
                 accelerator_slug=replica.accelerator_slug, region=instance.region,
                 unit=accelerator.unit if accelerator else None, hf_token=hf_token,
-                max_download_bytes=self.max_download_bytes,
+                max_download_bytes=self.max_download_bytes, workload_config=workload_config,
             )
         except NotLaunchable as exc:
             mark_failed(replica, str(exc), now)
@@ -223,10 +229,15 @@ class Decider:
 
 def _progress(replicas: Iterable[ReplicaRow]) -> str | None:
     """What a replica still on its way is doing, for ``status_reason`` while provisioning."""
+    starting = None
     for replica in replicas:
-        if replica.status == ReplicaStatus.STARTING.value and replica.phase in ("downloading", "placing") and replica.detail:
+        if replica.status != ReplicaStatus.STARTING.value:
+            continue
+        if replica.phase in ("downloading", "placing") and replica.detail:
             return f"{replica.model_slug}: {replica.detail}"
-    return None
+        if replica.phase == "starting":  # the engine's own log lines are for operators only
+            starting = starting or f"{replica.model_slug}: starting the model server"
+    return starting
 
 
 def _apply(replica: ReplicaRow, verdict: Verdict, now: datetime) -> None:

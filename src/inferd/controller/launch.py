@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from inferd.domain.catalog import Catalog
 from inferd.domain.inventory import unit_demand
+from inferd.domain.workload import options_of
 from inferd.runtime.base import ReplicaRequest
 
 
@@ -22,7 +26,10 @@ def replica_request(
     unit: int | None,
     hf_token: str | None,
     max_download_bytes: int | None,
+    workload_config: Mapping[str, Any] | None = None,
 ) -> ReplicaRequest:
+    """The replica's request: the kind's unit and engine flags, the model's source and tool
+    calling, the deployment's ``workload_config`` as engine options."""
     model = catalog.model(model_slug)
     kind = catalog.accelerator(accelerator_slug, region)
     if model is None or kind is None:
@@ -44,6 +51,8 @@ def replica_request(
         devices=kind.unit_devices(unit) if unit is not None and kind.capacity_from == "catalog" else (),
         num_cpus=kind.cpus_per_unit,
         resources=resources,
+        engine_args=kind.engine_args,
+        options=options_of(workload_config or {}, tool_call_parser=model.tool_call_parser),
         max_download_bytes=max_download_bytes,
         hf_token=hf_token,
     )

@@ -6,7 +6,8 @@ first; ``judge`` turns it into a ``Verdict`` that ``decide`` applies inside a tr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from inferd.controller.plan import ReplicaStatus
@@ -24,6 +25,11 @@ class Timeouts:
     """Seconds a replica may wait for a node with room before it counts as failed."""
     drain: float
     stop: float
+    startup_by_engine: Mapping[str, float] = field(default_factory=dict)
+    """Engines that take longer (vLLM: minutes on a GPU) than ``startup``."""
+
+    def startup_for(self, engine: str | None) -> float:
+        return self.startup_by_engine.get(engine or "", self.startup)
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class Seen:
     phase: str | None
     phase_since: datetime | None
     stop_requested_at: datetime | None
+    engine: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,8 +73,9 @@ def judge(seen: Seen, state: ReplicaState | None, in_flight: int | None, now: da
         return Verdict(ReplicaStatus.FAILED, state, error=reason, kill=True, forget=True)
     since = seen.phase_since if seen.phase == state.phase.value and seen.phase_since else now
     waited = (now - since).total_seconds()
-    if state.phase is Phase.STARTING and waited > timeouts.startup:
-        return Verdict(ReplicaStatus.FAILED, state, error=f"not ready within {int(timeouts.startup)} s",
+    startup = timeouts.startup_for(seen.engine)
+    if state.phase is Phase.STARTING and waited > startup:
+        return Verdict(ReplicaStatus.FAILED, state, error=f"not ready within {int(startup)} s",
                        kill=True, forget=True)
     if state.phase is Phase.PLACING and waited > timeouts.placing:
         return Verdict(ReplicaStatus.FAILED, state, error=f"no node with room within {int(timeouts.placing)} s",

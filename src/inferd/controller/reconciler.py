@@ -185,4 +185,5 @@ def _seen(replica: ReplicaRow) -> Seen:
         phase=replica.phase,
         phase_since=replica.phase_since,
         stop_requested_at=replica.stop_requested_at,
+        engine=replica.engine,
     )

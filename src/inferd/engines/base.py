@@ -8,10 +8,21 @@ actor), so engines stay pure and cheap to unit-test.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from inferd.domain.workload import DEFAULT_OPTIONS, EngineOptions
+
+ENV_CACHE = "INFERD_ENGINE_CACHE"
+
+
+def engine_cache_dir() -> Path:
+    """Root of the engine cache; shared with the install scripts, so keep them in sync."""
+    configured = os.environ.get(ENV_CACHE)
+    return Path(configured) if configured else Path.home() / ".cache" / "inferd"
 
 
 class EngineUnavailable(RuntimeError):
@@ -92,6 +103,7 @@ class Engine(Protocol):
         gpu_count: int = 0,
         hf_token: str | None = None,
         extra_args: Sequence[str] = (),
+        options: EngineOptions = DEFAULT_OPTIONS,
     ) -> LaunchSpec: ...
 
 

@@ -14,11 +14,13 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from inferd.domain.workload import DEFAULT_OPTIONS, EngineOptions
 from inferd.engines.base import (
     EngineUnavailable,
     LaunchSpec,
     ModelArtifact,
     check_common,
+    engine_cache_dir,
 )
 
 LLAMA_SERVER_VERSION = "0.3.36"
@@ -31,13 +33,6 @@ when the KV cache is not unified (the default once ``-np`` is explicit), so ``-c
 
 BUILD_SCRIPT = "scripts/build-llama-server.sh"
 ENV_BINARY = "INFERD_LLAMA_SERVER"
-ENV_CACHE = "INFERD_ENGINE_CACHE"
-
-
-def engine_cache_dir() -> Path:
-    """Root of the engine cache; shared with the build script, so keep the two in sync."""
-    configured = os.environ.get(ENV_CACHE)
-    return Path(configured) if configured else Path.home() / ".cache" / "inferd"
 
 
 def cached_binary_path() -> Path:
@@ -115,9 +110,16 @@ class LlamaCppEngine:
         gpu_count: int = 0,
         hf_token: str | None = None,
         extra_args: Sequence[str] = (),
+        options: EngineOptions = DEFAULT_OPTIONS,
     ) -> LaunchSpec:
-        """argv for one replica; ``hf_token`` is unused because the file is already local."""
+        """argv for one replica; ``hf_token`` is unused because the file is already local.
+
+        A deployment's options override the catalog's ``slots`` (``max_concurrent_sequences``)
+        and the context per slot (``context_length``); ``extra_args`` (the catalog's
+        ``engine_args``) come before the options' flags, so the tenant's value wins.
+        """
         del hf_token
+        slots = options.max_concurrent_sequences or slots
         check_common(port=port, slots=slots, threads=threads, gpu_count=gpu_count)
         if artifact.format != "gguf":
             raise ValueError(
@@ -130,7 +132,7 @@ class LlamaCppEngine:
             "--host", host,
             "--port", str(port),
             "-np", str(slots),
-            "-c", str(slots * CTX_PER_SLOT),
+            "-c", str(slots * (options.context_length or CTX_PER_SLOT)),
             "--alias", artifact.slug,
             "--metrics",
         ]
@@ -142,6 +144,10 @@ class LlamaCppEngine:
             # Harmless on a CPU build (it warns); offloads everything on a GPU build.
             argv += ["-ngl", "999"]
         argv += list(extra_args)
+        if options.max_batched_tokens is not None:
+            argv += ["-b", str(options.max_batched_tokens)]
+        if options.tool_call_parser and supports_flag(self.binary, "--jinja"):
+            argv.append("--jinja")  # the model's own chat template renders ``tools`` and parses calls
         return LaunchSpec(
             argv=argv,
             env={},

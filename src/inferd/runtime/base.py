@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from inferd.domain.workload import EngineOptions
+
 
 class Phase(StrEnum):
     PLACING = "placing"  # waiting for a node with room (Ray), or the node does not answer yet
@@ -55,6 +57,9 @@ class ReplicaRequest:
     resources: Mapping[str, float] = field(default_factory=dict)
     """Extra scheduler resources of one replica (Ray custom resources, ``accelerator_type:…``)."""
     engine_args: tuple[str, ...] = ()
+    """The catalog's flags for the engine on this kind of accelerator."""
+    options: EngineOptions = field(default_factory=EngineOptions)
+    """The deployment's ``workload_config`` and the model's tool calling, for the engine to translate."""
     max_download_bytes: int | None = None
     hf_token: str | None = field(default=None, repr=False)
 

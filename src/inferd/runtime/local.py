@@ -213,8 +213,8 @@ class LocalRuntime:
             if env.get(OWNER_ENV) != self.owner or HANDLE_ENV not in env:
                 continue
             fields = _stat_fields(pid)
-            if fields is None or not _alive(pid, fields[19]):
-                continue
+            if fields is None or not _alive(pid, fields[19]) or fields[2] != entry.name:
+                continue  # gone, or a child of an engine (vLLM's engine core inherits the labels): its group leader counts
             handle, replica_id = env[HANDLE_ENV], env.get(REPLICA_ENV, "")
             with self._lock:
                 mine = handle in self._started

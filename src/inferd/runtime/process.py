@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -119,6 +120,19 @@ def endpoint_in_flight(endpoint: str, engine: str) -> int | None:
     """Requests the engine at ``endpoint`` is working on, from its own metrics."""
     parts = urlsplit(endpoint)
     return engine_in_flight(parts.hostname or "", parts.port or 0, engine)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+PROGRESS_CHARS = 160
+
+
+def last_line(text: str) -> str | None:
+    """The last line an engine logged, without colour codes, cut to fit a table cell."""
+    lines = [line for line in _ANSI.sub("", text).splitlines() if line.strip()]
+    if not lines:
+        return None
+    line = lines[-1].strip()
+    return line if len(line) <= PROGRESS_CHARS else line[: PROGRESS_CHARS - 1] + "…"
 
 
 def exit_reason(returncode: int | None, tail: str, endpoint: str | None) -> str:
@@ -230,6 +244,7 @@ class ReplicaProcess:
             gpu_count=request.gpus,
             hf_token=request.hf_token,
             extra_args=request.engine_args,
+            options=request.options,
         )
 
     def _launch(self, launch: LaunchSpec) -> None:
@@ -310,7 +325,12 @@ class ReplicaProcess:
         elif phase is Phase.STARTING and self._endpoint:
             if endpoint_ready(self._endpoint, self._health_path):
                 with self._lock:
-                    self._phase = Phase.READY
+                    self._phase, self._detail = Phase.READY, None
+            else:  # an engine that loads for minutes (vLLM) shows what it is doing
+                line = last_line(log_tail(self.log_path, lines=1, max_bytes=4096, since=self._log_start))
+                with self._lock:
+                    if self._phase is Phase.STARTING:
+                        self._detail = line
         with self._lock:
             return ReplicaState(self._phase, self._endpoint, self.placement.node, self._detail)
 
