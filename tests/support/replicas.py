@@ -41,19 +41,23 @@ def process_exists(pid: int) -> bool:
 
 
 def engine_pids() -> dict[str, int]:
-    """Every model-server process on this machine labelled by inferd: ``handle → pid``."""
-    found = {}
+    """Every model-server process on this machine labelled by inferd: ``handle → pid``. An engine's
+    children inherit its labels (vLLM's engine core and worker): the one whose parent is not
+    labelled with the same handle is the engine."""
+    labelled: dict[str, dict[int, int]] = {}  # handle → {pid: parent pid}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             environ = (entry / "environ").read_bytes()
+            stat = (entry / "stat").read_text()
         except OSError:
             continue
         for item in environ.split(b"\0"):
             if item.startswith(HANDLE_ENV) and process_exists(int(entry.name)):
-                found[item[len(HANDLE_ENV):].decode()] = int(entry.name)
-    return found
+                parent = int(stat[stat.rindex(")") + 2:].split()[1])
+                labelled.setdefault(item[len(HANDLE_ENV):].decode(), {})[int(entry.name)] = parent
+    return {handle: min(pid for pid, parent in tree.items() if parent not in tree) for handle, tree in labelled.items()}
 
 
 def engine_pid(handle: str) -> int | None:

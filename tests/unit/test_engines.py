@@ -161,10 +161,10 @@ def test_vllm_argv_safetensors(safetensors_dir: ModelArtifact) -> None:
     assert spec.argv == [
         PY, "-m", "vllm.entrypoints.openai.api_server", "--model", str(safetensors_dir.path),
         "--host", "0.0.0.0", "--port", "8000", "--served-model-name", SLUG, "--tensor-parallel-size", "1",
-        "--disable-uvicorn-access-log",
+        "--disable-uvicorn-access-log", "--shutdown-timeout", "8",
     ]
-    # Local weights: no hub, no usage reports, no token even when the instance has one.
-    assert spec.env == {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    # Local weights: no hub, no usage reports, no token even when the instance has one; children keep their labels.
+    assert spec.env == {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "SPT_NOENV": "1"}
     assert spec.health_path == "/health" and spec.served_model_name == SLUG
 
 
@@ -226,6 +226,8 @@ def test_find_vllm_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("PATH", str(venv_bin))
     assert find_vllm_python() == python  # the venv of a ``vllm`` on PATH
     cached = fake_binary(tmp_path / "cache" / "vllm" / "current" / "bin", "", name="python")
+    assert find_vllm_python() == python  # a venv the script has not finished (no stamp) is not used
+    (tmp_path / "cache" / "vllm" / "current" / ".installed").touch()
     assert find_vllm_python() == cached  # the install script's venv comes first
     monkeypatch.setenv("INFERD_VLLM_PYTHON", str(tmp_path / "missing"))
     with pytest.raises(EngineUnavailable, match="INFERD_VLLM_PYTHON"):

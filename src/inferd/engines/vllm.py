@@ -26,13 +26,20 @@ from inferd.engines.base import EngineUnavailable, LaunchSpec, ModelArtifact, ch
 INSTALL_SCRIPT = "scripts/install-vllm.sh"
 ENV_PYTHON = "INFERD_VLLM_PYTHON"
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
-QUIET_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
-"""A model server of a self-hosted installation does not report usage to anyone."""
+BASE_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "SPT_NOENV": "1"}
+"""No usage reports from a self-hosted installation; and vLLM's engine-core processes keep their
+environment readable when they rename themselves (``SPT_NOENV``), so the runtime still finds
+them by their labels: a crashed API server's orphans are ended, not left holding memory."""
+SHUTDOWN_SECONDS = 8
+"""On SIGTERM vLLM finishes what it is doing for up to this long instead of aborting requests
+with a 500 (its default, 0). Below the controller's 10 s from SIGTERM to SIGKILL."""
 
 
-def cached_python() -> Path:
-    """The interpreter of the venv ``scripts/install-vllm.sh`` installed last."""
-    return engine_cache_dir() / "vllm" / "current" / "bin" / "python"
+def cached_python() -> Path | None:
+    """The interpreter of the venv ``scripts/install-vllm.sh`` installed last, once complete
+    (the script writes ``.installed`` last; a venv being rebuilt has none)."""
+    venv = engine_cache_dir() / "vllm" / "current"
+    return venv / "bin" / "python" if (venv / ".installed").is_file() else None
 
 
 def find_vllm_python() -> Path:
@@ -45,7 +52,7 @@ def find_vllm_python() -> Path:
         if not (path.is_file() and os.access(path, os.X_OK)):
             raise EngineUnavailable(f"{ENV_PYTHON}={configured} is not an executable file")
         return path
-    candidates = [cached_python()]
+    candidates = [cached] if (cached := cached_python()) else []
     on_path = shutil.which("vllm")
     if on_path:
         candidates.append(Path(on_path).parent / "python")
@@ -125,8 +132,9 @@ class VllmEngine:
             "--served-model-name", artifact.slug,
             "--tensor-parallel-size", str(max(1, gpu_count)),
             "--disable-uvicorn-access-log",
+            "--shutdown-timeout", str(SHUTDOWN_SECONDS),
         ]
-        env = dict(QUIET_ENV)
+        env = dict(BASE_ENV)
         if model == artifact.repo_id:
             if artifact.revision:
                 argv += ["--revision", artifact.revision]

@@ -250,8 +250,10 @@ class LocalRuntime:
         found = self._find(handle)
         if isinstance(found, ReplicaProcess):
             found.kill()
-        elif found is not None:
-            found.signal(signal.SIGKILL)
+        else:  # adopted, or its engine is gone: what is left of it (children of a crashed engine) goes too
+            if found is not None:
+                found.signal(signal.SIGKILL)
+            processes.signal_labelled(f"{HANDLE_ENV}={handle}", signal.SIGKILL)
         with self._lock:
             self._started.pop(handle, None)
             self._adopted.pop(handle, None)

@@ -135,6 +135,26 @@ def last_line(text: str) -> str | None:
     return line if len(line) <= PROGRESS_CHARS else line[: PROGRESS_CHARS - 1] + "…"
 
 
+def signal_labelled(label: str, sig: signal.Signals) -> int:
+    """Signal every process whose environment holds ``label`` (``NAME=value``); how many there were.
+
+    The way to reach all of an engine's processes: vLLM's engine core outlives a killed API
+    server (and its process group leader), keeping gigabytes; it carries the labels, since
+    children inherit the environment (vLLM keeps it readable with ``SPT_NOENV``).
+    """
+    wanted, hit = label.encode(), 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if wanted in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), sig)
+                hit += 1
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to read
+    return hit
+
+
 def exit_reason(returncode: int | None, tail: str, endpoint: str | None) -> str:
     """Why an engine stopped, in the words an operator needs: a port taken by another process is
     named as such (a restart picks another port); otherwise the last line it logged."""
@@ -349,12 +369,16 @@ class ReplicaProcess:
         self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
+        """SIGKILL to the engine and to every process that carries its handle (its children,
+        also those a crashed engine left behind)."""
         with self._lock:
             self._cancelled = True
         self._signal(signal.SIGKILL)
         if self._process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._process.wait(timeout=5)
+            if handle := self.placement.labels.get(HANDLE_ENV):
+                signal_labelled(f"{HANDLE_ENV}={handle}", signal.SIGKILL)
 
     def _signal(self, sig: signal.Signals) -> None:
         process = self._process
