@@ -68,15 +68,6 @@ def _alive(pid: int, started: str) -> bool:
     return fields is not None and fields[0] not in ("Z", "X") and fields[19] == started
 
 
-def _environment(pid: int) -> dict[str, str]:
-    try:
-        raw = (_PROC / str(pid) / "environ").read_bytes()
-    except OSError:
-        return {}
-    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
-
-
 @dataclass
 class _Adopted:
     """An engine process started by an earlier controller, known only through ``/proc``."""
@@ -209,7 +200,7 @@ class LocalRuntime:
             if not entry.name.isdigit():
                 continue
             pid = int(entry.name)
-            env = _environment(pid)
+            env = processes.environment_of(pid)
             if env.get(OWNER_ENV) != self.owner or HANDLE_ENV not in env:
                 continue
             fields = _stat_fields(pid)
@@ -253,7 +244,7 @@ class LocalRuntime:
         else:  # adopted, or its engine is gone: what is left of it (children of a crashed engine) goes too
             if found is not None:
                 found.signal(signal.SIGKILL)
-            processes.signal_labelled(f"{HANDLE_ENV}={handle}", signal.SIGKILL)
+            processes.signal_labelled(HANDLE_ENV, handle, signal.SIGKILL)
         with self._lock:
             self._started.pop(handle, None)
             self._adopted.pop(handle, None)

@@ -135,23 +135,31 @@ def last_line(text: str) -> str | None:
     return line if len(line) <= PROGRESS_CHARS else line[: PROGRESS_CHARS - 1] + "…"
 
 
-def signal_labelled(label: str, sig: signal.Signals) -> int:
-    """Signal every process whose environment holds ``label`` (``NAME=value``); how many there were.
+def environment_of(pid: int) -> dict[str, str]:
+    """A process's environment as the kernel shows it (empty when gone or not ours to read)."""
+    try:
+        raw = (Path("/proc") / str(pid) / "environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
+def signal_labelled(name: str, value: str, sig: signal.Signals) -> int:
+    """Signal every process whose environment has ``name=value``; how many there were.
 
     The way to reach all of an engine's processes: vLLM's engine core outlives a killed API
     server (and its process group leader), keeping gigabytes; it carries the labels, since
     children inherit the environment (vLLM keeps it readable with ``SPT_NOENV``).
     """
-    wanted, hit = label.encode(), 0
+    hit = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
-        try:
-            if wanted in (entry / "environ").read_bytes().split(b"\0"):
+        if environment_of(int(entry.name)).get(name) == value:
+            with contextlib.suppress(OSError):  # gone meanwhile
                 os.kill(int(entry.name), sig)
                 hit += 1
-        except (OSError, ValueError):
-            continue  # gone meanwhile, or not ours to read
     return hit
 
 
@@ -378,7 +386,7 @@ class ReplicaProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._process.wait(timeout=5)
             if handle := self.placement.labels.get(HANDLE_ENV):
-                signal_labelled(f"{HANDLE_ENV}={handle}", signal.SIGKILL)
+                signal_labelled(HANDLE_ENV, handle, signal.SIGKILL)
 
     def _signal(self, sig: signal.Signals) -> None:
         process = self._process
