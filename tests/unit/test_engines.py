@@ -214,6 +214,19 @@ def test_vllm_options_after_catalog_args(safetensors_dir: ModelArtifact) -> None
         safetensors_dir, host="h", port=1, options=EngineOptions(enable_prefix_caching=True)).argv
 
 
+def test_vllm_embedder(safetensors_dir: ModelArtifact) -> None:
+    engine = VllmEngine(python=PY)
+    argv = engine.launch_spec(safetensors_dir, host="h", port=1, extra_args=["--gpu-memory-utilization", "0.5"],
+                              options=EngineOptions(embeds=True, pooling="mean", context_length=512)).argv
+    tail = argv[argv.index("--shutdown-timeout") + 2:]
+    assert tail == ["--runner", "pooling", "--pooler-config", '{"pooling_type": "MEAN"}',
+                    "--gpu-memory-utilization", "0.5", "--max-model-len", "512"]
+    own = engine.launch_spec(safetensors_dir, host="h", port=1, options=EngineOptions(embeds=True)).argv
+    assert own[own.index("--runner"):] == ["--runner", "pooling"]  # vLLM's --convert auto and the model's own pooler
+    chat = engine.launch_spec(safetensors_dir, host="h", port=1).argv
+    assert "--runner" not in chat and "--pooler-config" not in chat
+
+
 def test_find_vllm_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("INFERD_VLLM_PYTHON", raising=False)
     monkeypatch.setenv("INFERD_ENGINE_CACHE", str(tmp_path / "cache"))
@@ -244,7 +257,27 @@ def test_llama_options(tmp_path: Path, gguf: ModelArtifact) -> None:
     assert argv[argv.index("-c") + 1] == str(2 * 4096)  # context per slot
     assert argv[argv.index("-b") + 1] == "256" and "--jinja" in argv
     plain = llama.launch_spec(gguf, host="h", port=1, slots=4).argv
-    assert "--jinja" not in plain and "-b" not in plain and plain[plain.index("-c") + 1] == str(4 * 2048)
+    assert "-b" not in plain and plain[plain.index("-c") + 1] == str(4 * 2048)
+    # Every chat model gets its Jinja template, tool parser or not, before the operator's flags (which may say --no-jinja).
+    assert plain.index("--jinja") < llama.launch_spec(gguf, host="h", port=1, extra_args=["--no-jinja"]).argv.index("--no-jinja")
+    template = "{% for m in messages %}{{ m.content }}\n{% endfor %}"
+    custom = llama.launch_spec(gguf, host="h", port=1, options=EngineOptions(chat_template=template)).argv
+    assert custom[custom.index("--jinja"):custom.index("--jinja") + 3] == ["--jinja", "--chat-template", template]  # after --jinja
+    old_build = LlamaCppEngine(binary=fake_binary(tmp_path / "old", "--metrics"))
+    assert "--chat-template" not in old_build.launch_spec(gguf, host="h", port=1, options=EngineOptions(chat_template=template)).argv
+
+
+def test_llama_embedder(tmp_path: Path, gguf: ModelArtifact) -> None:
+    llama = LlamaCppEngine(binary=fake_binary(tmp_path, "--jinja  use jinja templates\n--embedding, --embeddings"))
+    argv = llama.launch_spec(gguf, host="h", port=1, extra_args=["--seed", "1"],
+                             options=EngineOptions(embeds=True, pooling="mean")).argv
+    assert argv[argv.index("--embeddings"):argv.index("--seed")] == ["--embeddings", "--pooling", "mean"]
+    assert "--jinja" not in argv  # no chat template for an embedder
+    assert argv[-4:] == ["-b", "2048", "-ub", "2048"]  # a whole slot's context fits one micro-batch
+    own = llama.launch_spec(gguf, host="h", port=1, options=EngineOptions(embeds=True, context_length=512)).argv
+    assert "--pooling" not in own and own[-4:] == ["-b", "512", "-ub", "512"]  # the model's own pooling
+    bounded = llama.launch_spec(gguf, host="h", port=1, options=EngineOptions(embeds=True, max_batched_tokens=256)).argv
+    assert bounded[-4:] == ["-b", "256", "-ub", "256"]
 
 
 # ----------------------------------------------------------------------------- engine_for

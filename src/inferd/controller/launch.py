@@ -28,8 +28,10 @@ def replica_request(
     max_download_bytes: int | None,
     workload_config: Mapping[str, Any] | None = None,
 ) -> ReplicaRequest:
-    """The replica's request: the kind's unit and engine flags, the model's source and tool
-    calling, the deployment's ``workload_config`` as engine options."""
+    """The replica's request: the kind's unit and engine flags, the model's source, tool calling,
+    chat template and embedding (whether it embeds, its pooling), the deployment's
+    ``workload_config`` as engine options. The model's traits travel in the options so that every
+    runtime (local, Ray) hands them to the engine unchanged, without knowing what they mean."""
     model = catalog.model(model_slug)
     kind = catalog.accelerator(accelerator_slug, region)
     if model is None or kind is None:
@@ -52,7 +54,13 @@ def replica_request(
         num_cpus=kind.cpus_per_unit,
         resources=resources,
         engine_args=kind.engine_args,
-        options=options_of(workload_config or {}, tool_call_parser=model.tool_call_parser),
+        options=options_of(
+            workload_config or {},
+            tool_call_parser=model.tool_call_parser,
+            chat_template=model.chat_template,
+            embeds=model.embeds,
+            pooling=model.pooling,
+        ),
         max_download_bytes=max_download_bytes,
         hf_token=hf_token,
     )

@@ -107,9 +107,33 @@ class Model(BaseModel):
     "vllm": "hf:HuggingFaceTB/SmolLM2-135M-Instruct"}`` (see docs/engines.md)."""
     tool_call_parser: str | None = Field(default=None, pattern=r"^[a-z0-9_]+$", max_length=64)
     """Enables tool calling: vLLM's parser for this model's tool-call format (``hermes``,
-    ``llama3_json``, ``mistral``, …); llama.cpp then applies the model's Jinja chat template."""
+    ``llama3_json``, ``mistral``, …). llama.cpp needs none: every chat model runs its Jinja chat
+    template (``--jinja``), which tells llama-server how calls are written."""
     max_context_length: int | None = Field(default=None, ge=128)
     """The longest context the model supports: the bound of a deployment's ``context_length``."""
+    chat_template: str | None = Field(default=None, min_length=1, max_length=65536)
+    """Jinja chat template replacing the one in the model's GGUF file (llama.cpp ``--chat-template``),
+    for a model whose own template cannot render ``tools`` or tool results: without one, llama-server
+    drops ``tools`` silently. vLLM keeps the template of the model's repository."""
+    embeds: bool = Field(default=False, strict=True)
+    """An embedding model: its replicas start as embedders and the gateway serves it on
+    ``/v1/embeddings`` only, never chat or completions (a TOML ``"yes"`` is an error, not true)."""
+    pooling: Literal["mean", "cls", "last"] | None = None
+    """How an embedder turns token states into one vector; None: the model's own choice (its GGUF
+    metadata, its Sentence Transformers config). Set it for a chat model served as an embedder,
+    which has no pooling of its own (llama.cpp refuses OpenAI embeddings without one)."""
+
+    @model_validator(mode="after")
+    def _embedding_rules(self) -> Model:
+        # Contradictions are load errors: a replica would otherwise start with flags the engine
+        # cannot honour together, or a tenant would see a chat model that cannot chat.
+        if self.pooling is not None and not self.embeds:
+            raise ValueError(f"model {self.slug!r}: pooling applies to embedding models only (set embeds = true)")
+        if self.embeds and self.tool_call_parser is not None:
+            raise ValueError(f"model {self.slug!r}: an embedding model has no tool calling (drop tool_call_parser)")
+        if self.embeds and self.chat_template is not None:
+            raise ValueError(f"model {self.slug!r}: an embedding model does not chat (drop chat_template)")
+        return self
 
 
 class Catalog(BaseModel):
@@ -184,6 +208,16 @@ class Catalog(BaseModel):
 
     def model(self, slug: str) -> Model | None:
         return next((m for m in self.models if m.slug == slug), None)
+
+    def embeds(self, slug: str) -> bool:
+        """Whether ``slug`` is an embedding model (served on ``/v1/embeddings``, not chat); a slug
+        the catalog does not list is not one."""
+        model = self.model(slug)
+        return model is not None and model.embeds
+
+    def embedding_slugs(self) -> frozenset[str]:
+        """The slugs of every embedding model: what the gateway routes to ``/v1/embeddings``."""
+        return frozenset(m.slug for m in self.models if m.embeds)
 
 
 def is_valid_region_slug(value: str) -> bool:

@@ -37,6 +37,12 @@ class EngineOptions:
     """Reuse the KV cache of shared prompt prefixes (vLLM)."""
     tool_call_parser: str | None = None
     """From the catalog's model, not the tenant: enables tool calling (vLLM's parser name)."""
+    chat_template: str | None = None
+    """From the catalog's model: a Jinja chat template replacing the model's own (llama.cpp)."""
+    embeds: bool = False
+    """From the catalog's model: start the server as an embedder (``/v1/embeddings``, no chat)."""
+    pooling: str | None = None
+    """From the catalog's model: an embedder's pooling (``mean``, ``cls``, ``last``); None: the model's."""
 
 
 DEFAULT_OPTIONS = EngineOptions()
@@ -123,7 +129,14 @@ def parse_workload_config(
     return EngineOptions(**values)
 
 
-def options_of(config: Mapping[str, Any], *, tool_call_parser: str | None = None) -> EngineOptions:
+def options_of(
+    config: Mapping[str, Any],
+    *,
+    tool_call_parser: str | None = None,
+    chat_template: str | None = None,
+    embeds: bool = False,
+    pooling: str | None = None,
+) -> EngineOptions:
     """Options of a stored, already validated ``workload_config``. What no longer passes (a key
     withdrawn since the spec was written) is left out rather than keeping the replica from starting."""
     values: dict[str, Any] = {}
@@ -132,4 +145,6 @@ def options_of(config: Mapping[str, Any], *, tool_call_parser: str | None = None
         if key is not None:
             with contextlib.suppress(InvalidInput):
                 values[name] = _value(key, raw, name, None)
-    return EngineOptions(**values, tool_call_parser=tool_call_parser)
+    return EngineOptions(
+        **values, tool_call_parser=tool_call_parser, chat_template=chat_template, embeds=embeds, pooling=pooling
+    )

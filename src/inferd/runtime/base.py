@@ -59,7 +59,8 @@ class ReplicaRequest:
     engine_args: tuple[str, ...] = ()
     """The catalog's flags for the engine on this kind of accelerator."""
     options: EngineOptions = field(default_factory=EngineOptions)
-    """The deployment's ``workload_config`` and the model's tool calling, for the engine to translate."""
+    """The deployment's ``workload_config`` and the model's tool calling, chat template and embedding,
+    for the engine to translate."""
     max_download_bytes: int | None = None
     hf_token: str | None = field(default=None, repr=False)
 
