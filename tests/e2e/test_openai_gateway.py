@@ -178,7 +178,8 @@ def test_metrics(server: Server, alpha: dict[str, Any]) -> None:
     public_client(alpha).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
     text = metrics_text(server.env["INFERD_METRICS_PORT"])
     for name in ("inferd_gateway_requests_total", "inferd_gateway_ttft_seconds_bucket",
-                 "inferd_gateway_request_seconds_bucket", "inferd_gateway_tokens_generated_total"):
+                 "inferd_gateway_request_seconds_bucket", "inferd_gateway_prompt_tokens_total",
+                 "inferd_gateway_completion_tokens_total"):
         assert f'{name}{{' in text and alpha["id"] in text, name
 
 

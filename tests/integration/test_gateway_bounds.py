@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from inferd.domain.tokens import hash_token, new_instance_token
 from inferd.gateway.proxy import Limits, create_gateway_app
-from inferd.gateway.routes import InstanceRoutes, Snapshot, Upstream
+from inferd.gateway.routes import InstanceRoutes, Snapshot, TokenRef, Upstream
 from tests.support.server import free_port
 from tests.support.waiting import wait_for
 
@@ -58,7 +58,7 @@ def gateway(upstreams: list[str], limits: Limits) -> tuple[str, str, uvicorn.Ser
     routes = InstanceRoutes(
         id=INSTANCE, public=True, models={"m": tuple(Upstream(f"r{i}", u) for i, u in enumerate(upstreams))}
     )
-    app = create_gateway_app(Static(Snapshot(instances={INSTANCE: routes}, tokens={hash_token(token): INSTANCE})), "public", limits)
+    app = create_gateway_app(Static(Snapshot(instances={INSTANCE: routes}, tokens={hash_token(token): TokenRef(INSTANCE, "t1")})), "public", limits)
     url, server = serve(app)
     return f"{url}/{INSTANCE}/v1/chat/completions", token, server
 

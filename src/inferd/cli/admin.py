@@ -1,4 +1,5 @@
-"""``inferd admin``: teams, their quotas, and control-plane tokens (dop_v1_…)."""
+"""``inferd admin``: teams, their quotas, control-plane tokens (dop_v1_…), and the data-plane
+limits of an instance's ``di_`` tokens."""
 
 from __future__ import annotations
 
@@ -193,3 +194,60 @@ def token_revoke(token_id: str, data_dir: DataDir = None, database_url: Database
     except DomainError as exc:
         _fail(exc.message)
     console.print("revoked")
+
+
+def _limit_value(text: str | None, what: str) -> int | Literal["default"] | None:
+    """An option of ``limits``: None when not given, ``"default"``, or a whole number."""
+    from inferd.store.token_limits import MAX_LIMIT
+
+    if text is None:
+        return None
+    if text == "default":
+        return "default"
+    if not text.isdigit() or int(text) > MAX_LIMIT:
+        _fail(f"{what}: give a whole number from 0 to {MAX_LIMIT} (0: unlimited), or 'default' (not {text!r})")
+    return int(text)
+
+
+@admin.command("limits")
+def instance_limits(
+    instance_id: Annotated[str, typer.Argument(help="Instance id.")],
+    rpm: Annotated[str | None, typer.Option(
+        "--rpm", help="Requests per minute per di_ token: N (0: unlimited) or 'default' (INFERD_TOKEN_RPM).")] = None,
+    tpm: Annotated[str | None, typer.Option(
+        "--tpm", help="Tokens per minute per di_ token: N (0: unlimited) or 'default' (INFERD_TOKEN_TPM).")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Drop both of the instance's own limits first.")] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Show, or set, the limits of an instance's di_ tokens on the data plane (each token has
+    its own budget); the gateway applies a change within about a second (change feed)."""
+    from inferd.gateway.tokenlimits import effective_limits
+    from inferd.store.token_limits import get_token_limits, set_token_limits
+
+    new_rpm, new_tpm = _limit_value(rpm, "--rpm"), _limit_value(tpm, "--tpm")
+    state = _state(data_dir, database_url)
+    with state.database.session() as session:
+        own = get_token_limits(session, instance_id)
+        if own is None:
+            _fail(f"no instance {instance_id!r}")
+            return
+        if clear or new_rpm is not None or new_tpm is not None:
+            own_rpm, own_tpm = (None, None) if clear else own
+            own_rpm = own_rpm if new_rpm is None else None if new_rpm == "default" else new_rpm
+            own_tpm = own_tpm if new_tpm is None else None if new_tpm == "default" else new_tpm
+            set_token_limits(session, instance_id, own_rpm, own_tpm)
+            own = own._replace(rpm=own_rpm, tpm=own_tpm)
+    global_rpm: int | None = state.settings.token_rpm
+    global_tpm: int | None = state.settings.token_tpm
+    effective = effective_limits(global_rpm, global_tpm, own.rpm, own.tpm)
+
+    def shown(value: int | None) -> str:
+        return "unlimited" if not value else str(value)
+
+    _print_table(["limit", "instance", "global", "effective"], [
+        ["requests per minute", "default" if own.rpm is None else shown(own.rpm), shown(global_rpm),
+         shown(effective.requests_per_minute)],
+        ["tokens per minute", "default" if own.tpm is None else shown(own.tpm), shown(global_tpm),
+         shown(effective.tokens_per_minute)],
+    ])

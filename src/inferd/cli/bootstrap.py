@@ -19,8 +19,8 @@ from inferd.domain.catalog import Catalog
 from inferd.domain.scopes import FULL_ACCESS
 from inferd.domain.tokens import hash_token, new_api_token
 from inferd.gateway.metrics import create_metrics_app
-from inferd.gateway.proxy import Limits, create_gateway_app
-from inferd.gateway.routes import RouteLoader, RouteTable
+from inferd.gateway.proxy import Gateway, Limits, Policy
+from inferd.gateway.routes import RouteTable, route_table
 from inferd.gateway.tls import InstanceCertificates
 from inferd.pki import SecretBox, TLSFiles, load_or_create_key_file
 from inferd.runtime.base import Runtime
@@ -107,10 +107,9 @@ def gateway_listeners(state: AppState, tls_files: TLSFiles) -> tuple[RouteTable,
     certificates = InstanceCertificates(
         state.secrets, settings.private_template(), tls_files.cert, tls_files.key
     )
-    loader = RouteLoader(state.database)
-    routes = RouteTable(
-        loader.load_all, settings.gateway_refresh_interval, on_change=certificates.prepare,
-        instance_loader=loader.load_instance,
+    routes = route_table(
+        state.database, settings.gateway_refresh_interval, certificates.prepare,
+        full_reload_interval=settings.gateway_full_reload_interval,
     )
     limits = Limits(
         max_body_bytes=settings.gateway_max_body_bytes,
@@ -118,13 +117,18 @@ def gateway_listeners(state: AppState, tls_files: TLSFiles) -> tuple[RouteTable,
         max_in_flight_per_instance=settings.gateway_max_in_flight_per_instance,
         max_json_depth=settings.gateway_max_json_depth,
     )
+    policy = Policy(
+        routing=settings.gateway_routing, token_rpm=settings.token_rpm, token_tpm=settings.token_tpm,
+        embedders=state.catalog.embedding_slugs(),
+    )
+    gateway = Gateway(routes, limits, policy)
     connections = ConnectionLimits.from_settings(settings)
     public = Listener(
-        create_gateway_app(routes, "public", limits), settings.gateway_host, settings.gateway_public_port,
+        gateway.endpoint("public"), settings.gateway_host, settings.gateway_public_port,
         limits=connections, name="public",
     )
     private = Listener(
-        create_gateway_app(routes, "private", limits),
+        gateway.endpoint("private"),
         settings.gateway_host,
         settings.gateway_private_port,
         ssl_context=lambda: certificates.default,

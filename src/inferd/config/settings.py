@@ -55,11 +55,21 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_public_port: int = 8080
     gateway_private_port: int = 8444
-    gateway_refresh_interval: float = Field(default=0.5, gt=0)
-    """Seconds between reloads of routes and token hashes (revocations apply within that)."""
+    gateway_refresh_interval: float = Field(default=0.2, gt=0)
+    """Seconds between polls of the store's change feed (revocations apply within that)."""
+    gateway_full_reload_interval: float = Field(default=60.0, gt=0)
+    """Seconds between full reloads of the route table. In between, the gateway reloads only the
+    instances the store's change feed reports (every ``gateway_refresh_interval``, or at once on
+    a PostgreSQL NOTIFY): the full reload is a backstop, not how changes arrive."""
     gateway_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     gateway_max_in_flight: int = Field(default=512, ge=1)
     gateway_max_in_flight_per_instance: int = Field(default=128, ge=1)
+    gateway_routing: Literal["prefix", "least-outstanding"] = "prefix"
+    """How a replica is chosen: prefix-cache affinity balanced against load, or load alone."""
+    token_rpm: int | None = Field(default=None, ge=0)
+    """Requests per minute per ``di_`` token (None or 0: unlimited); an instance may set its own."""
+    token_tpm: int | None = Field(default=None, ge=0)
+    """Tokens (prompt + completion) per minute per ``di_`` token (None or 0: unlimited)."""
 
     # -- listeners and gateway hardening (issue 8) --
     gateway_max_json_depth: int = Field(default=64, ge=2, le=512)

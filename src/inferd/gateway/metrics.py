@@ -22,18 +22,40 @@ REQUESTS = Counter("inferd_gateway_requests_total", "Requests proxied, by upstre
 ERRORS = Counter("inferd_gateway_errors_total", "Requests that ended in a 5xx.", _LABELS)
 LATENCY = Histogram("inferd_gateway_request_seconds", "Time to the last byte.", _LABELS, buckets=_BUCKETS)
 TTFT = Histogram("inferd_gateway_ttft_seconds", "Time to the first byte of the answer.", _LABELS, buckets=_BUCKETS)
-TOKENS = Counter(
-    "inferd_gateway_tokens_generated_total",
-    "Completion tokens: usage.completion_tokens, or one per streamed chunk.",
+_USAGE_LABELS = (*_LABELS, "token")
+"""Usage is also per ``di_`` token (its id, never its value): who spent what."""
+PROMPT_TOKENS = Counter(
+    "inferd_gateway_prompt_tokens_total", "Prompt tokens, as the engine's usage reports them.", _USAGE_LABELS
+)
+COMPLETION_TOKENS = Counter(
+    "inferd_gateway_completion_tokens_total", "Completion tokens, as the engine's usage reports them.", _USAGE_LABELS
+)
+UNCOUNTED = Counter(
+    "inferd_gateway_requests_without_usage_total",
+    "Answers that carried no usage (an engine that ignores stream_options, a broken stream).",
     _LABELS,
 )
+RATE_LIMITED = Counter(
+    "inferd_gateway_rate_limited_total", "Requests refused with 429 by a di_ token's RPM/TPM limit.", _LABELS
+)
 ROUTE_REFRESHES = Counter(
-    "inferd_gateway_route_refreshes_total", "Full reloads of the route table, by result (ok, error).", ["result"]
+    "inferd_gateway_route_refreshes_total",
+    "Cycles of the route table (a poll of the store's change feed and a reload of what it reported, or a full reload), "
+    "by result (ok, error).",
+    ["result"],
 )
 ROUTE_RELOADS = Counter(
     "inferd_gateway_route_reloads_total",
     "Targeted reloads of one instance's routes on a miss, by result (ok, error, refused: over budget).",
     ["result"],
+)
+ROUTE_FULL_RELOADS = Counter(
+    "inferd_gateway_route_full_reloads_total",
+    "Reloads of every instance (at start, as the change feed's backstop, after losing track), by result (ok, error).",
+    ["result"],
+)
+ROUTE_FEED_INSTANCES = Counter(
+    "inferd_gateway_route_feed_instances_total", "Instances reloaded because the change feed reported them."
 )
 
 

@@ -1,45 +1,44 @@
-"""The OpenAI-compatible endpoint of every instance, as one ASGI app per listener.
+"""The OpenAI-compatible endpoint of every instance, as one raw ASGI app per listener.
 
 An instance is found by Host (``<id>-public.<domain>`` / ``<id>-private.<domain>``) or by a
 path prefix (``/<id>/v1/...``) for local use. Requests are authenticated with that instance's
-``di_`` tokens, balanced over its ready replicas (least outstanding requests), retried on
-another replica when one fails before answering, and streamed back without buffering.
+``di_`` tokens, held to the token's request and token budgets, routed to a ready replica
+(prefix-cache affinity balanced against load, :mod:`inferd.gateway.router`), retried on another
+replica when one fails before answering, and streamed back without buffering. Usage is counted
+from the engine's own numbers.
+
+Cost matters here (every request pays it): the app is a plain ASGI callable on uvicorn's
+httptools protocol and uvloop, and talks to replicas through one pooled aiohttp session.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
 
-import httpx
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+import aiohttp
 
-from inferd.domain.tokens import (
-    bearer_value,
-    hash_token,
-    hashes_match,
-    is_instance_token,
-)
+from inferd.domain.tokens import bearer_value, hash_token, hashes_match, is_instance_token
 from inferd.gateway import metrics
-from inferd.gateway.balancer import Balancer
+from inferd.gateway.answers import Headers, Receive, Scope, Send, models_list, read_body, send_error, send_json
 from inferd.gateway.jsondepth import nests_deeper_than
-from inferd.gateway.routes import InstanceRoutes, Snapshot, Upstream
+from inferd.gateway.relay import DisconnectWatch, Outcome, Stopwatch, relay_stream, relay_whole
+from inferd.gateway.route_loader import InstanceRoutes, Snapshot, TokenRef
+from inferd.gateway.router import make_balancer, prefix_blocks
 from inferd.gateway.tls import INSTANCE_HOST
+from inferd.gateway.tokenlimits import TokenLimiter, TokenLimits, effective_limits, estimate_tokens
+from inferd.gateway.usage import ask_for_usage
 
 log = logging.getLogger("inferd.gateway")
 Kind = Literal["public", "private"]
 _PREFIX = re.compile(r"^/(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?P<rest>/.*)$")
-_FORWARDED = ("/v1/chat/completions", "/v1/completions")
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "server", "date"}
+_GENERATE = frozenset({"/v1/chat/completions", "/v1/completions"})
+_EMBED = "/v1/embeddings"
 
 
 class RouteSource(Protocol):
@@ -64,48 +63,124 @@ class Limits:
     """Deepest nesting of arrays/objects in a request body: beyond it, 400."""
 
 
-def openai_error(status: int, message: str, error_type: str, code: str | None = None) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"message": message, "type": error_type, "param": None, "code": code}}, status_code=status
-    )
+@dataclass(frozen=True)
+class Policy:
+    routing: str = "prefix"
+    """``prefix`` (prefix-cache affinity balanced against load) or ``least-outstanding``."""
+    token_rpm: int | None = None
+    """Requests per minute per ``di_`` token, unless the instance sets its own (None/0: none)."""
+    token_tpm: int | None = None
+    """Tokens (prompt + completion) per minute per ``di_`` token, likewise."""
+    embedders: frozenset[str] = field(default_factory=frozenset)
+    """Model slugs that embed: they serve /v1/embeddings and nothing that generates."""
+
+
+DEFAULT_LIMITS = Limits()
+DEFAULT_POLICY = Policy()
+
+
+@dataclass
+class _Call:
+    """One forwarded request, as the proxy needs it after validation."""
+
+    instance: InstanceRoutes
+    token: TokenRef
+    model: str
+    path: str
+    body: bytes
+    accept: bytes
+    stream: bool
+    strip_usage: bool
+    prefix: tuple[int, ...]
+    limits: TokenLimits
+    estimate: int
+    rate_headers: Headers
 
 
 class Gateway:
-    def __init__(self, routes: RouteSource, kind: Kind, limits: Limits | None = None) -> None:
+    """What both listeners share: routes, the replica choice and its load counts, the token
+    budgets, in-flight counts and the connection pool (a token's budget is one, whichever
+    endpoint it calls). :meth:`endpoint` gives each listener its ASGI app."""
+
+    def __init__(self, routes: RouteSource, limits: Limits = DEFAULT_LIMITS, policy: Policy = DEFAULT_POLICY):
         self.routes = routes
-        self.kind = kind
-        self.limits = limits or Limits()
-        self.balancer = Balancer()
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=2.0, read=600.0, write=30.0, pool=5.0),
-            # llama-server drops idle keep-alive connections after 5 s: let ours go first
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=2.0),
-            trust_env=False,
-        )
+        self.limits = limits
+        self.policy = policy
+        self.balancer = make_balancer(policy.routing)
+        self._prefix_aware = policy.routing == "prefix"
+        self.limiter = TokenLimiter()
+        self._session: aiohttp.ClientSession | None = None
         self.in_flight = 0
         self.in_flight_by_instance: dict[str, int] = {}
 
-    # -- finding the instance ---------------------------------------------------------------
-    def locate(self, request: Request) -> tuple[str, str] | None:
-        """(instance id, OpenAI path) from the Host header or the path prefix."""
-        host = request.headers.get("host", "")
-        match = INSTANCE_HOST.match(host)
-        if match:
-            if match.group("kind") != self.kind:
-                return None
-            return match.group("id"), request.url.path
-        prefixed = _PREFIX.match(request.url.path)
-        if prefixed:
-            return prefixed.group("id"), prefixed.group("rest")
-        return None
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """One pooled session per gateway, made in the serving loop on first use."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                # llama-server drops idle keep-alive connections after 5 s: let ours go first
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=2.0, ttl_dns_cache=None),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=2.0, sock_read=600.0),
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                auto_decompress=False,
+                trust_env=False,
+            )
+        return self._session
 
-    def authenticate(self, request: Request, snapshot: Snapshot, instance_id: str) -> bool:
-        value = bearer_value(request.headers.get("authorization"))
-        if value is None or not is_instance_token(value):
-            return False
-        digest = hash_token(value)
-        owner = snapshot.tokens.get(digest)
-        return owner is not None and hashes_match(owner, instance_id)
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def endpoint(self, kind: Kind) -> Endpoint:
+        return Endpoint(self, kind)
+
+    # -- one request ----------------------------------------------------------------------------
+    async def handle(self, kind: Kind, scope: Scope, receive: Receive, send: Send) -> None:
+        arrived = asyncio.get_running_loop().time()
+        host = authorization = length = None
+        accept = b"*/*"
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value
+            elif name == b"authorization":
+                authorization = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"accept":
+                accept = value
+        method, full_path = scope["method"], scope["path"]
+        located = self.locate(kind, host, full_path)
+        if located is None:
+            await _not_served(send, method, full_path)
+            return
+        instance_id, path = located
+        value = bearer_value(authorization.decode("latin-1") if authorization else None)
+        digest = hash_token(value) if value is not None and is_instance_token(value) else None
+        snapshot = self.routes.snapshot
+        if digest is not None and (instance_id not in snapshot.instances or digest not in snapshot.tokens):
+            snapshot = await self.reloaded(instance_id, arrived)  # maybe new: ask the store first
+        instance = snapshot.instances.get(instance_id)
+        token = snapshot.tokens.get(digest) if digest is not None else None
+        if instance is None or token is None or not hashes_match(token.instance_id, instance_id):
+            # an unknown instance and a bad token look the same: nothing leaks
+            await send_error(send, 401, "Invalid or missing access token.", "invalid_request_error", "invalid_api_key")
+            return
+        if kind == "public" and not instance.public:
+            await send_error(send, 403, "The public endpoint of this instance is disabled.", "permission_error")
+        elif path == "/v1/models" and method == "GET":
+            await send_json(send, 200, models_list(instance.models))
+        elif method == "POST" and (path in _GENERATE or path == _EMBED):
+            await self.forward(scope, receive, send, instance, token, path, accept, length, arrived)
+        else:
+            await _not_served(send, method, path)
+
+    def locate(self, kind: Kind, host: bytes | None, path: str) -> tuple[str, str] | None:
+        """(instance id, OpenAI path) from the Host header or the path prefix."""
+        match = INSTANCE_HOST.match(host.decode("latin-1")) if host else None
+        if match:
+            return (match.group("id"), path) if match.group("kind") == kind else None
+        prefixed = _PREFIX.match(path)
+        return (prefixed.group("id"), prefixed.group("rest")) if prefixed else None
 
     async def reloaded(self, instance_id: str, since: float) -> Snapshot:
         """The route table after reading this instance again: a request that would be refused
@@ -114,115 +189,131 @@ class Gateway:
             return await self.routes.reload(instance_id, since)
         return self.routes.snapshot
 
-    def _may_be_new(self, request: Request, snapshot: Snapshot, instance_id: str) -> bool:
-        """Whether reading the store again could let this request in: an instance not known
-        yet, or a well-formed ``di_`` token not known yet (a missing or malformed one: never)."""
-        value = bearer_value(request.headers.get("authorization"))
-        if value is None or not is_instance_token(value):
-            return False
-        return instance_id not in snapshot.instances or hash_token(value) not in snapshot.tokens
-
-    # -- the endpoint -----------------------------------------------------------------------
-    async def __call__(self, request: Request) -> Response:
-        arrived = time.monotonic()
-        located = self.locate(request)
-        snapshot = self.routes.snapshot
-        if located is None:
-            return openai_error(404, "Unknown endpoint.", "invalid_request_error", "not_found")
-        instance_id, path = located
-        if self._may_be_new(request, snapshot, instance_id):
-            snapshot = await self.reloaded(instance_id, arrived)
-        instance = snapshot.instances.get(instance_id)
-        if instance is None or not self.authenticate(request, snapshot, instance_id):
-            # an unknown instance and a bad token look the same: nothing leaks
-            return openai_error(401, "Invalid or missing access token.", "invalid_request_error", "invalid_api_key")
-        if self.kind == "public" and not instance.public:
-            return openai_error(403, "The public endpoint of this instance is disabled.", "permission_error")
-        if path == "/v1/models" and request.method == "GET":
-            return JSONResponse(
-                {
-                    "object": "list",
-                    "data": [
-                        {"id": slug, "object": "model", "created": 0, "owned_by": "inferd"} for slug in instance.models
-                    ],
-                }
-            )
-        if path in _FORWARDED and request.method == "POST":
-            return await self.forward(request, instance, path, arrived)
-        return openai_error(404, f"{request.method} {path} is not served.", "invalid_request_error", "not_found")
-
-    async def forward(self, request: Request, instance: InstanceRoutes, path: str, arrived: float) -> Response:
-        body = await self._read_body(request)
+    # -- validation ---------------------------------------------------------------------------
+    async def forward(
+        self, scope: Scope, receive: Receive, send: Send, instance: InstanceRoutes, token: TokenRef,
+        path: str, accept: bytes, length: bytes | None, arrived: float,
+    ) -> None:
+        body = await read_body(receive, self.limits.max_body_bytes, length)
         if body is None:
-            return openai_error(413, f"Request body exceeds {self.limits.max_body_bytes} bytes.", "invalid_request_error")
-        if nests_deeper_than(body, self.limits.max_json_depth):
-            return openai_error(
-                400, f"The request body nests arrays or objects deeper than {self.limits.max_json_depth} levels.",
-                "invalid_request_error",
-            )
+            await send_error(send, 413, f"Request body exceeds {self.limits.max_body_bytes} bytes.", "invalid_request_error")
+            return
+        depth = self.limits.max_json_depth
+        if nests_deeper_than(body, depth):
+            await send_error(send, 400, f"The request body nests arrays or objects deeper than {depth} levels.",
+                             "invalid_request_error")
+            return
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):
-            return openai_error(400, "The request body is not valid JSON.", "invalid_request_error")
-        model = payload.get("model") if isinstance(payload, dict) else None
+            payload = None
+        if not isinstance(payload, dict):
+            await send_error(send, 400, "The request body is not a valid JSON object.", "invalid_request_error")
+            return
+        model = payload.get("model")
         if isinstance(model, str) and not instance.models.get(model):
             # unknown model or no ready replica: maybe the store knows better already
             instance = (await self.reloaded(instance.id, arrived)).instances.get(instance.id, instance)
         if not isinstance(model, str) or model not in instance.models:
             available = ", ".join(instance.models)
-            return openai_error(
-                404, f"The model {model!r} does not exist on this instance (available: {available}).",
-                "invalid_request_error", "model_not_found",
-            )
+            await send_error(send, 404, f"The model {model!r} does not exist on this instance (available: {available}).",
+                             "invalid_request_error", "model_not_found")
+            return
+        embeds = model in self.policy.embedders
+        if embeds != (path == _EMBED):
+            serves = _EMBED if embeds else "/v1/chat/completions and /v1/completions"
+            await send_error(send, 400, f"The model {model!r} does not serve {path}; it serves {serves}.",
+                             "invalid_request_error", "model_not_supported")
+            return
         if self.in_flight >= self.limits.max_in_flight:
-            return openai_error(503, "The gateway is at capacity; retry shortly.", "server_error", "overloaded")
+            await send_error(send, 503, "The gateway is at capacity; retry shortly.", "server_error", "overloaded")
+            return
         if self.in_flight_by_instance.get(instance.id, 0) >= self.limits.max_in_flight_per_instance:
-            return openai_error(429, "Too many concurrent requests for this instance.", "rate_limit_error")
-        stream = bool(payload.get("stream"))
-        return await self._proxy(request, instance, model, path, body, stream)
+            await send_error(send, 429, "Too many concurrent requests for this instance.", "rate_limit_error")
+            return
+        limits = effective_limits(self.policy.token_rpm, self.policy.token_tpm, instance.token_rpm, instance.token_tpm)
+        estimate = estimate_tokens(payload) if limits.tokens_per_minute else 0
+        admission = self.limiter.admit(token.token_id, limits, estimate)
+        rate_headers = [(k.encode(), v.encode()) for k, v in admission.headers.items()]
+        if not admission.allowed:
+            metrics.RATE_LIMITED.labels(instance=instance.id, model=model).inc()
+            await send_json(send, 429, json.dumps(admission.error).encode(), rate_headers)
+            return
+        stream = payload.get("stream") is True
+        strip_usage = False
+        if stream:  # ask the engine for its usage; hide it again from a client that did not ask
+            strip_usage = not ask_for_usage(payload)
+            if strip_usage:
+                body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        prefix = prefix_blocks(payload, instance.id + model) if self._prefix_aware else ()
+        call = _Call(instance, token, model, path, body, accept, stream, strip_usage, prefix, limits, estimate, rate_headers)
+        await self._proxy(receive, send, call)
 
-    async def _read_body(self, request: Request) -> bytes | None:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.limits.max_body_bytes:
-            return None
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.limits.max_body_bytes:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def _proxy(
-        self, request: Request, instance: InstanceRoutes, model: str, path: str, body: bytes, stream: bool
-    ) -> Response:
-        started = time.perf_counter()
-        labels = {"instance": instance.id, "model": model}
-        tried: set[str] = set()
-        dropped: set[str] = set()  # replicas that closed a (maybe stale) connection once
-        headers = {"content-type": "application/json", "accept": request.headers.get("accept", "*/*")}
-        self._enter(instance.id)
-        released = False
+    # -- proxying -------------------------------------------------------------------------------
+    async def _proxy(self, receive: Receive, send: Send, call: _Call) -> None:
+        clock = Stopwatch()
+        labels = {"instance": call.instance.id, "model": call.model}
+        self._enter(call.instance.id)
+        watch = DisconnectWatch(receive)
+        outcome: Outcome | None = None
         try:
-            while True:
-                upstream = self.balancer.choose(instance.models[model], tried)
-                if upstream is None:
-                    metrics.REQUESTS.labels(**labels, code="503").inc()
-                    return openai_error(503, f"No replica of {model!r} is ready.", "server_error", "no_replica")
-                tried.add(upstream.replica_id)
-                outgoing = self.client.build_request("POST", upstream.url + path, content=body, headers=headers)
-                self.balancer.acquire(upstream)
-                response: httpx.Response | None = None
+            outcome = await self._exchange(send, watch, call, clock)
+        except asyncio.CancelledError:
+            if not watch.gone:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # the client left: nothing more to do for it
+            metrics.REQUESTS.labels(**labels, code="499").inc()
+        finally:
+            watch.stop()
+            self._leave(call.instance.id)
+        if outcome is None:
+            self.limiter.settle(call.token.token_id, call.limits, call.estimate, call.estimate)
+            return
+        metrics.REQUESTS.labels(**labels, code=str(outcome.status)).inc()
+        metrics.LATENCY.labels(**labels).observe(clock.elapsed())
+        if clock.first_byte is not None:
+            metrics.TTFT.labels(**labels).observe(clock.first_byte)
+        if outcome.status >= 500:
+            metrics.ERRORS.labels(**labels).inc()
+        usage = outcome.usage
+        if usage is not None:
+            token_labels = {**labels, "token": call.token.token_id}
+            metrics.PROMPT_TOKENS.labels(**token_labels).inc(usage.prompt_tokens)
+            metrics.COMPLETION_TOKENS.labels(**token_labels).inc(usage.completion_tokens)
+        elif outcome.status < 400:
+            metrics.UNCOUNTED.labels(**labels).inc()
+        spent = usage.total_tokens if usage is not None else (call.estimate if outcome.status < 400 else 0)
+        self.limiter.settle(call.token.token_id, call.limits, call.estimate, spent)
+
+    async def _exchange(self, send: Send, watch: DisconnectWatch, call: _Call, clock: Stopwatch) -> Outcome | None:
+        """Pick a replica, send the request, relay the answer; another replica when one fails
+        before answering. Nothing goes to the client before the replica's first body bytes."""
+        tried: set[str] = set()
+        dropped: set[str] = set()  # replicas that closed a (maybe stale) kept-alive connection once
+        headers = {"content-type": "application/json", "accept": call.accept.decode("latin-1")}
+        upstreams = call.instance.models[call.model]
+        while True:
+            upstream = self.balancer.choose(upstreams, tried, call.prefix)
+            if upstream is None:
+                watch.stop()
+                await send_error(send, 503, f"No replica of {call.model!r} is ready.", "server_error", "no_replica")
+                return Outcome(503, None, True)
+            tried.add(upstream.replica_id)
+            self.balancer.acquire(upstream)
+            try:
+                response: aiohttp.ClientResponse | None = None
                 try:
-                    # Nothing goes to the client before the replica's first body bytes: until
-                    # then a failure (refused, reset, died mid-start) can still go elsewhere.
-                    response = await self.client.send(outgoing, stream=True)
-                    chunks = response.aiter_raw()
-                    first = await anext(chunks, b"")
-                except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                    if response is not None:  # headers came, the body broke: free the connection
-                        await response.aclose()
-                    self.balancer.release(upstream)
+                    response = await self.session.post(upstream.url + call.path, data=call.body, headers=headers)
+                    first = await (response.content.readany() if call.stream else response.read())
+                except aiohttp.ClientConnectorError as exc:  # refused, unreachable, connect timeout
+                    self.balancer.failed(upstream)
+                    log.warning("replica %s refused the request (%s); retrying", upstream.replica_id, exc)
+                    continue
+                except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                    if response is not None:
+                        response.close()
                     if upstream.replica_id not in dropped:  # a reused connection may just have expired
                         dropped.add(upstream.replica_id)
                         tried.discard(upstream.replica_id)
@@ -230,64 +321,18 @@ class Gateway:
                         self.balancer.failed(upstream)
                     log.warning("replica %s closed before answering (%s); retrying", upstream.replica_id, exc)
                     continue
-                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                    self.balancer.release(upstream)
-                    self.balancer.failed(upstream)
-                    log.warning("replica %s refused the request (%s); retrying", upstream.replica_id, exc)
-                    continue
                 except BaseException:
                     if response is not None:
-                        await response.aclose()
-                    self.balancer.release(upstream)
+                        response.close()
                     raise
-                released = True
-                return self._respond(response, first, chunks, upstream, instance.id, labels, started, stream)
-        finally:
-            if not released:
-                self._leave(instance.id)
-
-    def _respond(
-        self,
-        response: httpx.Response,
-        first: bytes,
-        rest: AsyncIterator[bytes],
-        upstream: Upstream,
-        instance_id: str,
-        labels: dict[str, str],
-        started: float,
-        stream: bool,
-    ) -> Response:
-        passed = {k: v for k, v in response.headers.items() if k.lower() not in _HOP_BY_HOP}
-        passed["x-inferd-replica"] = upstream.replica_id
-
-        metrics.TTFT.labels(**labels).observe(time.perf_counter() - started)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            yield first
-            async for chunk in rest:
-                yield chunk
-
-        async def body() -> AsyncIterator[bytes]:
-            tokens = 0
-            try:
-                async for chunk in chunks():
-                    if stream:
-                        tokens += chunk.count(b"data: {")
-                    else:
-                        tokens += _completion_tokens(chunk)
-                    yield chunk
-            finally:  # also when the client went away: closing cancels the upstream request
-                await response.aclose()
+                clock.mark_first_byte()
+                extra = [(b"x-inferd-replica", upstream.replica_id.encode()), *call.rate_headers]
+                if call.stream:
+                    return await relay_stream(send, watch, response, first, call.strip_usage, extra)
+                response.release()
+                return await relay_whole(send, watch, response, first, extra)
+            finally:
                 self.balancer.release(upstream)
-                self._leave(instance_id)
-                metrics.REQUESTS.labels(**labels, code=str(response.status_code)).inc()
-                metrics.LATENCY.labels(**labels).observe(time.perf_counter() - started)
-                if tokens:
-                    metrics.TOKENS.labels(**labels).inc(tokens)
-                if response.status_code >= 500:
-                    metrics.ERRORS.labels(**labels).inc()
-
-        return StreamingResponse(body(), status_code=response.status_code, headers=passed)
 
     def _enter(self, instance_id: str) -> None:
         self.in_flight += 1
@@ -295,34 +340,45 @@ class Gateway:
 
     def _leave(self, instance_id: str) -> None:
         self.in_flight -= 1
-        self.in_flight_by_instance[instance_id] -= 1
-
-    async def close(self) -> None:
-        await self.client.aclose()
-
-
-def _completion_tokens(chunk: bytes) -> int:
-    """Tokens of a non-streamed answer, read from its usage block when the chunk holds it."""
-    match = re.search(rb'"completion_tokens"\s*:\s*(\d+)', chunk)
-    return int(match.group(1)) if match else 0
+        left = self.in_flight_by_instance[instance_id] - 1
+        if left:
+            self.in_flight_by_instance[instance_id] = left
+        else:
+            del self.in_flight_by_instance[instance_id]
 
 
-def create_gateway_app(routes: RouteSource, kind: Kind, limits: Limits | None = None) -> Starlette:
-    gateway = Gateway(routes, kind, limits)
+async def _not_served(send: Send, method: str, path: str) -> None:
+    await send_error(send, 404, f"Invalid URL ({method} {path}).", "invalid_request_error", "not_found")
 
-    async def endpoint(request: Request) -> Response:
-        return await gateway(request)
 
-    @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        yield
-        await gateway.close()
+async def _lifespan(receive: Receive, send: Send, on_shutdown: Callable[[], Any]) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await on_shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
-    app = Starlette(
-        routes=[
-            Route("/{path:path}", endpoint, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-        ],
-        lifespan=lifespan,
-    )
-    app.state.gateway = gateway
-    return app
+
+class Endpoint:
+    """The ASGI app of one listener (public or private) of a :class:`Gateway`."""
+
+    def __init__(self, gateway: Gateway, kind: Kind) -> None:
+        self.gateway = gateway
+        self.kind: Kind = kind
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.gateway.handle(self.kind, scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await _lifespan(receive, send, self.gateway.close)
+
+
+def create_gateway_app(
+    routes: RouteSource, kind: Kind, limits: Limits = DEFAULT_LIMITS, policy: Policy = DEFAULT_POLICY
+) -> Endpoint:
+    """One listener's app on a gateway of its own (tests, benchmarks); ``inferd serve`` shares
+    one :class:`Gateway` between its two listeners."""
+    return Gateway(routes, limits, policy).endpoint(kind)

@@ -1,19 +1,22 @@
 """The gateway's view of the world: which replicas serve which instance and model, and which
 token hashes open which instance.
 
-It is a snapshot, reloaded from the store every ``interval`` seconds (a revoked token or a new
-replica takes effect within about a second). If the store cannot be read, the last snapshot
-keeps serving: the data plane outlives a control-plane or database outage.
+It is a snapshot, loaded in full once at start and then kept current by the store's change
+feed (:mod:`inferd.store.changes`): every ``interval`` seconds, or at once when PostgreSQL
+NOTIFY says so, the table asks which instances changed and reads only those (a few indexed
+queries) instead of every instance, replica and token. A revoked token or a new replica takes
+effect within about ``interval``; a full reload now and then is the backstop. If the store
+cannot be read, the last snapshot keeps serving: the data plane outlives a control-plane or
+database outage, and the first cycle that works again reloads everything.
 
-Between two refreshes, a request that finds its instance unknown, its token unknown or no
-ready replica for its model asks for a *targeted* reload of that one instance
+Between two cycles, a request that finds its instance unknown, its token unknown or no ready
+replica for its model asks for a *targeted* reload of that one instance
 (:meth:`RouteTable.reload`) before it is refused: the controller marks a replica ``ready`` in
 the same transaction as the instance ``active``, so once the API says ``active`` the gateway
 serves. Targeted reloads are coalesced and rate-limited per instance, and capped overall, so
 a flood of requests for unknown ids cannot hammer the database.
 
-What never changes is read once: a deployment (one version of a spec, a new spec is a new
-deployment id) and an instance's CA are cached by id; a refresh reads only ids it has not seen.
+Reading the store is :mod:`inferd.gateway.route_loader`'s job; its types are re-exported here.
 """
 
 from __future__ import annotations
@@ -22,199 +25,27 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 
-from sqlalchemy import select
-
-from inferd.domain.status import InstanceStatus
 from inferd.gateway import metrics
+from inferd.gateway.route_loader import InstanceLoad, InstanceRoutes, RouteLoader, Snapshot, TokenRef, Upstream, load_snapshot
+from inferd.store.changes import ChangeFeed
 from inferd.store.db import Database
-from inferd.store.tables import DeploymentRow, InstanceRow, InstanceTokenRow, ReplicaRow
+
+__all__ = [
+    "InstanceLoad", "InstanceRoutes", "RouteLoader", "RouteTable", "Snapshot", "TokenRef", "Upstream",
+    "load_snapshot", "route_table",
+]
 
 log = logging.getLogger("inferd.gateway")
 
-_IN_CHUNK = 500
-"""Ids per ``IN (…)`` query (SQLite limits bound parameters)."""
-
-
-@dataclass(frozen=True)
-class Upstream:
-    replica_id: str
-    url: str
-
-
-@dataclass(frozen=True)
-class InstanceRoutes:
-    id: str
-    public: bool
-    models: dict[str, tuple[Upstream, ...]]
-    """Deployed model slug -> ready replicas (maybe none right now)."""
-    ca_cert_pem: str = ""
-    ca_key_sealed: str = ""
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    instances: dict[str, InstanceRoutes] = field(default_factory=dict)
-    tokens: dict[str, str] = field(default_factory=dict)
-    """SHA-256 of a di_ token -> its instance id."""
-    loaded_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class InstanceLoad:
-    """One instance as the store has it now: its routes (None: gone) and its token hashes."""
-
-    routes: InstanceRoutes | None
-    tokens: dict[str, str]
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """What the gateway needs of a deployment's spec (the rest, workload_config included, is
-    not kept)."""
-
-    public: bool
-    slugs: tuple[str, ...]
-
-
-def _parse_spec(spec: Mapping[str, Any]) -> _Spec:
-    return _Spec(
-        public=bool(spec["enable_public_endpoint"]),
-        slugs=tuple(d["model_slug"] for d in spec["model_deployments"]),
-    )
-
-
-def _chunks(ids: Iterable[str]) -> Iterable[list[str]]:
-    items = sorted(ids)
-    for start in range(0, len(items), _IN_CHUNK):
-        yield items[start : start + _IN_CHUNK]
-
-
-class RouteLoader:
-    """Reads route snapshots from the store and re-reads nothing immutable it has seen.
-
-    Thread-safe: the refresh thread and targeted reloads (worker threads) share the caches.
-    """
-
-    def __init__(self, database: Database) -> None:
-        self._database = database
-        self._specs: dict[str, _Spec] = {}
-        """Deployment id -> parsed spec. Deployments are written once: a new spec is a new id."""
-        self._cas: dict[str, tuple[str, str]] = {}
-        """Instance id -> (CA certificate, sealed CA key), fixed when the instance is created."""
-        self._lock = threading.Lock()
-
-    # -- the whole table ----------------------------------------------------------------------
-    def load_all(self) -> Snapshot:
-        with self._database.session() as session:
-            instances = session.execute(
-                select(InstanceRow.id, InstanceRow.live_deployment_id, InstanceRow.pending_deployment_id).where(
-                    InstanceRow.status != InstanceStatus.DELETING.value
-                )
-            ).all()
-            deployment_of = {row.id: row.live_deployment_id or row.pending_deployment_id for row in instances}
-            specs = self._specs_for(session, {d for d in deployment_of.values() if d})
-            cas = self._cas_for(session, set(deployment_of))
-            ready: dict[str, dict[str, list[Upstream]]] = {}
-            query = select(ReplicaRow.id, ReplicaRow.instance_id, ReplicaRow.model_slug, ReplicaRow.endpoint).where(
-                ReplicaRow.status == "ready", ReplicaRow.endpoint.is_not(None)
-            )
-            for replica in session.execute(query):
-                ready.setdefault(replica.instance_id, {}).setdefault(replica.model_slug, []).append(
-                    Upstream(replica.id, replica.endpoint or "")
-                )
-            hashes = select(InstanceTokenRow.token_hash, InstanceTokenRow.instance_id)
-            tokens = {h: i for h, i in session.execute(hashes)}
-        with self._lock:  # forget what no instance refers to any more
-            self._specs = {d: s for d, s in self._specs.items() if d in specs}
-            self._cas = {i: c for i, c in self._cas.items() if i in deployment_of}
-        routes = {}
-        for instance_id, deployment_id in deployment_of.items():
-            spec = specs.get(deployment_id or "")
-            if spec is not None:
-                routes[instance_id] = _routes(instance_id, spec, ready.get(instance_id, {}), cas.get(instance_id))
-        return Snapshot(instances=routes, tokens=tokens, loaded_at=time.time())
-
-    # -- one instance -------------------------------------------------------------------------
-    def load_instance(self, instance_id: str) -> InstanceLoad:
-        """That instance's routes and token hashes: a few primary-key and indexed queries."""
-        with self._database.session() as session:
-            row = session.execute(
-                select(InstanceRow.status, InstanceRow.live_deployment_id, InstanceRow.pending_deployment_id).where(
-                    InstanceRow.id == instance_id
-                )
-            ).first()
-            if row is None or row.status == InstanceStatus.DELETING.value:
-                return InstanceLoad(None, {})
-            deployment_id = row.live_deployment_id or row.pending_deployment_id
-            spec = self._specs_for(session, {deployment_id}).get(deployment_id) if deployment_id else None
-            if spec is None:
-                return InstanceLoad(None, {})
-            ca = self._cas_for(session, {instance_id}).get(instance_id)
-            ready: dict[str, list[Upstream]] = {}
-            query = select(ReplicaRow.id, ReplicaRow.model_slug, ReplicaRow.endpoint).where(
-                ReplicaRow.instance_id == instance_id, ReplicaRow.status == "ready", ReplicaRow.endpoint.is_not(None)
-            )
-            for replica in session.execute(query):
-                ready.setdefault(replica.model_slug, []).append(Upstream(replica.id, replica.endpoint or ""))
-            tokens = {
-                h: instance_id
-                for (h,) in session.execute(
-                    select(InstanceTokenRow.token_hash).where(InstanceTokenRow.instance_id == instance_id)
-                )
-            }
-        return InstanceLoad(_routes(instance_id, spec, ready, ca), tokens)
-
-    # -- caches of what never changes ---------------------------------------------------------
-    def _specs_for(self, session: Any, deployment_ids: set[str]) -> dict[str, _Spec]:
-        with self._lock:
-            known = {d: self._specs[d] for d in deployment_ids if d in self._specs}
-        missing = deployment_ids - known.keys()
-        loaded = {}
-        for chunk in _chunks(missing):
-            for deployment_id, spec in session.execute(
-                select(DeploymentRow.id, DeploymentRow.spec).where(DeploymentRow.id.in_(chunk))
-            ):
-                loaded[deployment_id] = _parse_spec(spec)
-        if loaded:
-            with self._lock:
-                self._specs.update(loaded)
-        return {**known, **loaded}
-
-    def _cas_for(self, session: Any, instance_ids: set[str]) -> dict[str, tuple[str, str]]:
-        with self._lock:
-            known = {i: self._cas[i] for i in instance_ids if i in self._cas}
-        missing = instance_ids - known.keys()
-        loaded = {}
-        for chunk in _chunks(missing):
-            for instance_id, cert, key in session.execute(
-                select(InstanceRow.id, InstanceRow.ca_cert_pem, InstanceRow.ca_key_sealed).where(
-                    InstanceRow.id.in_(chunk)
-                )
-            ):
-                loaded[instance_id] = (cert, key)
-        if loaded:
-            with self._lock:
-                self._cas.update(loaded)
-        return {**known, **loaded}
-
-
-def _routes(
-    instance_id: str, spec: _Spec, serving: Mapping[str, list[Upstream]], ca: tuple[str, str] | None
-) -> InstanceRoutes:
-    models = {slug: tuple(serving.get(slug, ())) for slug in spec.slugs}
-    for slug, upstreams in serving.items():  # a replaced model may still serve during an update
-        models.setdefault(slug, tuple(upstreams))
-    cert, key = ca or ("", "")
-    return InstanceRoutes(id=instance_id, public=spec.public, models=models, ca_cert_pem=cert, ca_key_sealed=key)
-
-
-def load_snapshot(database: Database) -> Snapshot:
-    """One snapshot, read with nothing cached (a :class:`RouteLoader` keeps its caches)."""
-    return RouteLoader(database).load_all()
+_LISTENING_POLL = 5.0
+"""Seconds between polls while PostgreSQL NOTIFY wakes the table (a listener cut off without an
+error, e.g. by a silent network partition, delays changes by this much until TCP keepalives
+break its connection)."""
+_MIN_CYCLE = 0.05
+"""Seconds between two cycles of the background thread at least, however often NOTIFY wakes it."""
 
 
 @dataclass
@@ -231,8 +62,13 @@ class _InstanceReloads:
 
 
 class RouteTable:
-    """Holds the current snapshot; a background thread refreshes it, and :meth:`reload` reads
-    one instance again on demand (from the event loop that serves the gateway)."""
+    """Holds the current snapshot; a background thread keeps it current, and :meth:`reload`
+    reads one instance again on demand (from the event loop that serves the gateway).
+
+    With a change feed (``changes`` and ``instances_loader``), each cycle reloads only the
+    instances the feed reports, and everything only when the feed says so (at start, as a
+    backstop, after losing track). Without one, each cycle reloads everything.
+    """
 
     def __init__(
         self,
@@ -241,14 +77,20 @@ class RouteTable:
         on_change: Callable[[Snapshot], None] | None = None,
         *,
         instance_loader: Callable[[str], InstanceLoad] | None = None,
+        changes: ChangeFeed | None = None,
+        instances_loader: Callable[[Collection[str]], Mapping[str, InstanceLoad]] | None = None,
         reload_interval: float = 0.2,
         reloads_per_second: float = 20.0,
         max_concurrent_reloads: int = 4,
     ) -> None:
+        if (changes is None) != (instances_loader is None):
+            raise ValueError("a change feed needs an instances_loader, and the other way round")
         self._loader = loader
         self._interval = interval
         self._on_change = on_change
         self._instance_loader = instance_loader
+        self._changes = changes
+        self._instances_loader = instances_loader
         self._reload_interval = reload_interval
         """At most one targeted load of an instance per this many seconds."""
         self._rate = reloads_per_second
@@ -262,8 +104,9 @@ class RouteTable:
         self._lock = threading.Lock()
         """Serialises swaps of ``snapshot`` (refresh thread, reload workers) and ``on_change``."""
         self._fresh: dict[str, float] = {}
-        """Instance id -> when the targeted load now in ``snapshot`` began reading: a full
-        refresh that began reading earlier keeps that instance's newer entry."""
+        """Instance id -> when the load of it now in ``snapshot`` began reading (targeted or
+        from the change feed): a full refresh that began reading earlier keeps that entry, and
+        a load that began earlier does not replace it."""
         self._applied_refresh_began = float("-inf")
         """When the full refresh now in ``snapshot`` began reading."""
         self._stopping = threading.Event()
@@ -271,44 +114,85 @@ class RouteTable:
         self._failing = False
         self._reload_failing = False
 
-    # -- full refreshes (background thread) ---------------------------------------------------
+    # -- the background cycle -----------------------------------------------------------------
     def refresh(self) -> None:
+        """One cycle: reload what the change feed reports (everything when it says so, or when
+        there is no feed). A failure leaves the snapshot as it was."""
         started = time.monotonic()
         try:
-            snapshot = self._loader()
+            changed = self._changes.poll() if self._changes is not None else None
+            if changed is None:
+                self._refresh_all(started)
+            elif changed:
+                self._refresh_some(changed, started)
         except Exception as exc:  # the store is away: keep serving what we know
+            if self._changes is not None:
+                self._changes.reset()  # what it reported may not be applied: start over
             if not self._failing:
                 log.warning("route refresh failed, serving the last known routes: %s", exc)
             self._failing = True
             metrics.ROUTE_REFRESHES.labels(result="error").inc()
             return
+        metrics.ROUTE_REFRESHES.labels(result="ok").inc()
         if self._failing:
             log.info("route refresh works again")
         self._failing = False
+
+    def _refresh_all(self, started: float) -> None:
+        try:
+            snapshot = self._loader()
+        except Exception:
+            metrics.ROUTE_FULL_RELOADS.labels(result="error").inc()
+            raise
         with self._lock:
-            current = self.snapshot
-            for instance_id, loaded_at in list(self._fresh.items()):
-                if loaded_at > started:  # read after this refresh began: newer than what it saw
-                    snapshot = _with_instance(snapshot, instance_id, current.instances.get(instance_id),
-                                              {h: i for h, i in current.tokens.items() if i == instance_id})
-                else:
-                    del self._fresh[instance_id]
+            kept = {i: t for i, t in self._fresh.items() if t > started}  # read after this refresh began
+            self._fresh = kept
+            snapshot = _with_instances(snapshot, _loads_of(self.snapshot, kept))
             if self._on_change is not None:
                 self._on_change(snapshot)
             self.snapshot = snapshot
             self._applied_refresh_began = started
-        metrics.ROUTE_REFRESHES.labels(result="ok").inc()
+        metrics.ROUTE_FULL_RELOADS.labels(result="ok").inc()
+
+    def _refresh_some(self, changed: set[str], started: float) -> None:
+        assert self._instances_loader is not None
+        loads = self._instances_loader(changed)
+        self._merge(loads, started)
+        metrics.ROUTE_FEED_INSTANCES.inc(len(loads))
 
     def start(self) -> None:
         self.refresh()
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stopping.wait(self._interval):
-            self.refresh()
+        try:
+            while not self._stopping.is_set():
+                if self._changes is not None:
+                    self._changes.wait(self._cycle_timeout())  # early when NOTIFY says something changed
+                else:
+                    self._stopping.wait(self._interval)
+                if self._stopping.is_set():
+                    break
+                cycle = time.monotonic()
+                self.refresh()
+                if self._changes is not None and self._changes.listening:
+                    # a burst of notifications costs a cycle per _MIN_CYCLE, not one per change
+                    self._stopping.wait(max(0.0, _MIN_CYCLE - (time.monotonic() - cycle)))
+        finally:
+            if self._changes is not None:
+                self._changes.close()
+
+    def _cycle_timeout(self) -> float:
+        """Seconds to the next cycle: ``interval``; with NOTIFY working, which wakes the table as
+        soon as something changes, the poll is only a safety net and runs less often."""
+        if self._changes is not None and self._changes.listening:
+            return max(self._interval, _LISTENING_POLL)
+        return self._interval
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._changes is not None:
+            self._changes.close()
 
     # -- targeted reloads (event loop) --------------------------------------------------------
     async def reload(self, instance_id: str, since: float) -> Snapshot:
@@ -368,14 +252,22 @@ class RouteTable:
                 done.set_result(self.snapshot)
 
     def _apply(self, instance_id: str, loaded: InstanceLoad, began: float) -> None:
+        self._merge({instance_id: loaded}, began)
+
+    def _merge(self, loads: Mapping[str, InstanceLoad], began: float) -> None:
+        """Put loads that began reading at ``began`` into the snapshot, unless something that
+        began reading later is there already (a full refresh, or a load of that instance)."""
         with self._lock:
             if began < self._applied_refresh_began:  # a full refresh read after us: it is newer
                 return
-            snapshot = _with_instance(self.snapshot, instance_id, loaded.routes, loaded.tokens)
-            if self._on_change is not None and loaded.routes is not None:
+            newer = {i: load for i, load in loads.items() if self._fresh.get(i, began) <= began}
+            if not newer:
+                return
+            snapshot = _with_instances(self.snapshot, newer)
+            if self._on_change is not None and any(load.routes is not None for load in newer.values()):
                 self._on_change(snapshot)
             self.snapshot = snapshot
-            self._fresh[instance_id] = began
+            self._fresh.update(dict.fromkeys(newer, began))
 
     def _take_budget(self) -> bool:
         now = time.monotonic()
@@ -396,15 +288,44 @@ class RouteTable:
                 del self._reloads[instance_id]
 
 
-def _with_instance(
-    snapshot: Snapshot, instance_id: str, routes: InstanceRoutes | None, tokens: Mapping[str, str]
-) -> Snapshot:
-    """``snapshot`` with one instance's routes and token hashes replaced (routes None: gone)."""
+def _loads_of(snapshot: Snapshot, instance_ids: Collection[str]) -> dict[str, InstanceLoad]:
+    """Those instances as ``snapshot`` has them."""
+    tokens: dict[str, dict[str, TokenRef]] = {i: {} for i in instance_ids}
+    if instance_ids:
+        for token_hash, ref in snapshot.tokens.items():
+            if ref.instance_id in tokens:
+                tokens[ref.instance_id][token_hash] = ref
+    return {i: InstanceLoad(snapshot.instances.get(i), tokens[i]) for i in instance_ids}
+
+
+def _with_instances(snapshot: Snapshot, loads: Mapping[str, InstanceLoad]) -> Snapshot:
+    """``snapshot`` with those instances' routes and token hashes replaced (routes None: gone)."""
+    if not loads:
+        return snapshot
     instances = dict(snapshot.instances)
-    if routes is None:
-        instances.pop(instance_id, None)
-    else:
-        instances[instance_id] = routes
-    merged = {h: i for h, i in snapshot.tokens.items() if i != instance_id}
-    merged.update(tokens)
-    return Snapshot(instances=instances, tokens=merged, loaded_at=snapshot.loaded_at)
+    tokens = {h: ref for h, ref in snapshot.tokens.items() if ref.instance_id not in loads}
+    for instance_id, load in loads.items():
+        if load.routes is None:
+            instances.pop(instance_id, None)
+        else:
+            instances[instance_id] = load.routes
+        tokens.update(load.tokens)
+    return Snapshot(instances=instances, tokens=tokens, loaded_at=snapshot.loaded_at)
+
+
+def route_table(
+    database: Database,
+    interval: float = 0.5,
+    on_change: Callable[[Snapshot], None] | None = None,
+    *,
+    full_reload_interval: float = 60.0,
+    listen: bool = True,
+) -> RouteTable:
+    """The route table a gateway runs: one full load, then the store's change feed (polled
+    every ``interval`` seconds, woken by NOTIFY on PostgreSQL), a full reload as a backstop."""
+    loader = RouteLoader(database)
+    return RouteTable(
+        loader.load_all, interval, on_change, instance_loader=loader.load_instance,
+        changes=ChangeFeed(database, listen=listen, full_reload_interval=full_reload_interval),
+        instances_loader=loader.load_instances,
+    )

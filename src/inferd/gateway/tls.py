@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from inferd.gateway.routes import Snapshot
+from inferd.gateway.route_loader import Snapshot
 from inferd.pki import KeyPair, SecretBox, issue_server_certificate
 
 log = logging.getLogger("inferd.gateway")

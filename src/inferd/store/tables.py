@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     ForeignKey,
     Index,
@@ -88,6 +89,10 @@ class InstanceRow(Base):
     ca_key_sealed: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    token_rpm: Mapped[int | None] = mapped_column(Integer, default=None)
+    """Data-plane requests per minute per ``di_`` token (None: no limit)."""
+    token_tpm: Mapped[int | None] = mapped_column(Integer, default=None)
+    """Data-plane tokens per minute per ``di_`` token (None: no limit)."""
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     """Row version: every ORM update is ``… WHERE version = <read>`` and bumps it, so two writers
     (API requests, a controller) never overwrite each other's change; the loser gets
@@ -133,6 +138,20 @@ class InstanceTokenRow(Base):
     name: Mapped[str] = mapped_column(String(255))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InstanceChangeRow(Base):
+    """One change of what decides how an instance is served, appended by database triggers
+    (migration 0007) and read by :mod:`inferd.store.changes`. ``instance_id`` is no foreign
+    key: a deleted instance must still be reported. ``AUTOINCREMENT`` on SQLite: a seq is
+    never reused, even after the newest rows were deleted."""
+
+    __tablename__ = "instance_changes"
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True)
+    instance_id: Mapped[str] = mapped_column(_ID)
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_instance_changes_changed_at", "changed_at"), {"sqlite_autoincrement": True})
 
 
 class AcceleratorRow(Base):
