@@ -5,6 +5,8 @@ client noticing."""
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from inferd.domain.tokens import hash_token, new_instance_token
@@ -135,3 +137,41 @@ def test_deeply_nested_json_is_400_in_the_openai_shape(upstream: str) -> None:
         assert post(url, token, body=deeper).status_code == 400
     finally:
         server.should_exit = True
+
+
+async def many_events(request: Request) -> StreamingResponse:
+    """A stream far larger than any socket buffer: 2,000 numbered events of 4 KiB."""
+    async def events() -> Any:
+        for number in range(2000):
+            yield f"data: {json.dumps({'n': number, 'pad': 'x' * 4096})}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def test_a_slow_reader_gets_every_event_in_order() -> None:
+    """A client reading through a tiny receive buffer makes the gateway wait on its writes: the
+    gateway then stops reading the replica and resumes when the client catches up, so nothing is
+    lost, doubled or reordered."""
+    upstream_url, upstream = serve(Starlette(routes=[Route("/v1/chat/completions", many_events, methods=["POST"])]))
+    url, token, server = gateway([upstream_url], Limits())
+    try:
+        port = int(url.split(":")[2].split("/")[0])
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+        head = (f"POST /{INSTANCE}/v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n"
+                f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(60)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(head + body)
+            received = bytearray()
+            while chunk := sock.recv(1024):
+                received += chunk
+        numbers = [json.loads(line[len(b"data: "):])["n"] for line in bytes(received).split(b"\n")
+                   if line.startswith(b"data: {")]
+        assert numbers == list(range(2000))
+        assert b"data: [DONE]" in received
+    finally:
+        server.should_exit = True
+        upstream.should_exit = True

@@ -116,6 +116,7 @@ def gateway_listeners(state: AppState, tls_files: TLSFiles) -> tuple[RouteTable,
         max_in_flight=settings.gateway_max_in_flight,
         max_in_flight_per_instance=settings.gateway_max_in_flight_per_instance,
         max_json_depth=settings.gateway_max_json_depth,
+        body_timeout=settings.http_body_timeout,
     )
     policy = Policy(
         routing=settings.gateway_routing, token_rpm=settings.token_rpm, token_tpm=settings.token_tpm,
@@ -125,7 +126,7 @@ def gateway_listeners(state: AppState, tls_files: TLSFiles) -> tuple[RouteTable,
     connections = ConnectionLimits.from_settings(settings)
     public = Listener(
         gateway.endpoint("public"), settings.gateway_host, settings.gateway_public_port,
-        limits=connections, name="public",
+        limits=connections, name="public", reads_body_itself=True,
     )
     private = Listener(
         gateway.endpoint("private"),
@@ -136,6 +137,7 @@ def gateway_listeners(state: AppState, tls_files: TLSFiles) -> tuple[RouteTable,
         keyfile=str(tls_files.key),
         limits=connections,
         name="private",
+        reads_body_itself=True,
     )
     metrics = Listener(
         create_metrics_app(settings.metrics_token), settings.metrics_host, settings.metrics_port,

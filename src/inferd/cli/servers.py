@@ -234,6 +234,9 @@ class Listener:
     keyfile: str | None = None
     limits: ConnectionLimits | None = None
     """None: the ``INFERD_HTTP_*`` settings of the environment."""
+    reads_body_itself: bool = False
+    """The app enforces the body deadline itself (the gateway: one wrapper less on every chunk
+    it streams back); else :class:`_BodyDeadline` wraps it."""
     essential: bool = True
     """An essential listener that cannot start stops the process; another (metrics) is logged
     and left out while the rest serve."""
@@ -257,7 +260,7 @@ def _config(listener: Listener, limits: ConnectionLimits) -> uvicorn.Config:
         options["ssl_context_factory"] = lambda _config, _default: factory()
     elif listener.certfile:
         options["ssl_certfile"], options["ssl_keyfile"] = listener.certfile, listener.keyfile
-    app = _BodyDeadline(listener.app, limits.body_timeout)
+    app = listener.app if listener.reads_body_itself else _BodyDeadline(listener.app, limits.body_timeout)
     return uvicorn.Config(app, host=listener.host, port=listener.port, **options)
 
 

@@ -8,6 +8,7 @@ background task per response.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
@@ -40,10 +41,23 @@ async def send_error(
     await send_json(send, status, openai_error_body(message, error_type, code), headers)
 
 
-async def read_body(receive: Receive, limit: int, declared: bytes | None) -> bytes | None:
-    """The whole request body, or None when it is (or says it will be) larger than ``limit``."""
+class BodyTimeout(Exception):
+    """The body did not arrive within the deadline (a slow or stalled client)."""
+
+
+async def read_body(receive: Receive, limit: int, declared: bytes | None, timeout: float) -> bytes | None:
+    """The whole request body, or None when it is (or says it will be) larger than ``limit``;
+    :class:`BodyTimeout` when it is not in within ``timeout`` seconds."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return None
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read(receive, limit)
+    except TimeoutError:
+        raise BodyTimeout from None
+
+
+async def _read(receive: Receive, limit: int) -> bytes | None:
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -8,7 +8,8 @@ replica when one fails before answering, and streamed back without buffering. Us
 from the engine's own numbers.
 
 Cost matters here (every request pays it): the app is a plain ASGI callable on uvicorn's
-httptools protocol and uvloop, and talks to replicas through one pooled aiohttp session.
+httptools protocol and uvloop, and talks to replicas over its own kept-alive connections
+(:mod:`inferd.gateway.upstream`), which hand each streamed event straight to the client.
 """
 
 from __future__ import annotations
@@ -21,17 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-import aiohttp
-
 from inferd.domain.tokens import bearer_value, hash_token, hashes_match, is_instance_token
 from inferd.gateway import metrics
-from inferd.gateway.answers import Headers, Receive, Scope, Send, models_list, read_body, send_error, send_json
+from inferd.gateway.answers import BodyTimeout, Headers, Receive, Scope, Send, models_list, read_body, send_error, send_json
 from inferd.gateway.jsondepth import nests_deeper_than
 from inferd.gateway.relay import DisconnectWatch, Outcome, Stopwatch, relay_stream, relay_whole
 from inferd.gateway.route_loader import InstanceRoutes, Snapshot, TokenRef
 from inferd.gateway.router import make_balancer, prefix_blocks
 from inferd.gateway.tls import INSTANCE_HOST
 from inferd.gateway.tokenlimits import TokenLimiter, TokenLimits, effective_limits, estimate_tokens
+from inferd.gateway.upstream import Connection, UpstreamClosed, UpstreamPool, UpstreamRefused, request_bytes
 from inferd.gateway.usage import ask_for_usage
 
 log = logging.getLogger("inferd.gateway")
@@ -61,6 +61,9 @@ class Limits:
     """Per instance: beyond it, 429."""
     max_json_depth: int = 64
     """Deepest nesting of arrays/objects in a request body: beyond it, 400."""
+    body_timeout: float = 30.0
+    """Seconds for the whole body once the headers are in: beyond it, 408 (the listener leaves
+    this deadline to the gateway, see ``Listener.reads_body_itself``)."""
 
 
 @dataclass(frozen=True)
@@ -109,27 +112,12 @@ class Gateway:
         self.balancer = make_balancer(policy.routing)
         self._prefix_aware = policy.routing == "prefix"
         self.limiter = TokenLimiter()
-        self._session: aiohttp.ClientSession | None = None
+        self.pool = UpstreamPool()
         self.in_flight = 0
         self.in_flight_by_instance: dict[str, int] = {}
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        """One pooled session per gateway, made in the serving loop on first use."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                # llama-server drops idle keep-alive connections after 5 s: let ours go first
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=2.0, ttl_dns_cache=None),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=2.0, sock_read=600.0),
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
-                auto_decompress=False,
-                trust_env=False,
-            )
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        self.pool.close()
 
     def endpoint(self, kind: Kind) -> Endpoint:
         return Endpoint(self, kind)
@@ -194,7 +182,12 @@ class Gateway:
         self, scope: Scope, receive: Receive, send: Send, instance: InstanceRoutes, token: TokenRef,
         path: str, accept: bytes, length: bytes | None, arrived: float,
     ) -> None:
-        body = await read_body(receive, self.limits.max_body_bytes, length)
+        try:
+            body = await read_body(receive, self.limits.max_body_bytes, length, self.limits.body_timeout)
+        except BodyTimeout:
+            await send_error(send, 408, f"The request body did not arrive within {self.limits.body_timeout:g} s.",
+                             "invalid_request_error", "request_timeout", headers=[(b"connection", b"close")])
+            return
         if body is None:
             await send_error(send, 413, f"Request body exceeds {self.limits.max_body_bytes} bytes.", "invalid_request_error")
             return
@@ -292,7 +285,6 @@ class Gateway:
         before answering. Nothing goes to the client before the replica's first body bytes."""
         tried: set[str] = set()
         dropped: set[str] = set()  # replicas that closed a (maybe stale) kept-alive connection once
-        headers = {"content-type": "application/json", "accept": call.accept.decode("latin-1")}
         upstreams = call.instance.models[call.model]
         while True:
             upstream = self.balancer.choose(upstreams, tried, call.prefix)
@@ -303,17 +295,17 @@ class Gateway:
             tried.add(upstream.replica_id)
             self.balancer.acquire(upstream)
             try:
-                response: aiohttp.ClientResponse | None = None
+                connection: Connection | None = None
                 try:
-                    response = await self.session.post(upstream.url + call.path, data=call.body, headers=headers)
-                    first = await (response.content.readany() if call.stream else response.read())
-                except aiohttp.ClientConnectorError as exc:  # refused, unreachable, connect timeout
+                    connection = await self.pool.connect(upstream.url)
+                    await connection.exchange(request_bytes(upstream.url, call.path, call.body, call.accept), call.stream)
+                except UpstreamRefused as exc:  # refused, unreachable, connect timeout
                     self.balancer.failed(upstream)
                     log.warning("replica %s refused the request (%s); retrying", upstream.replica_id, exc)
                     continue
-                except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-                    if response is not None:
-                        response.close()
+                except UpstreamClosed as exc:
+                    if connection is not None:
+                        connection.close()
                     if upstream.replica_id not in dropped:  # a reused connection may just have expired
                         dropped.add(upstream.replica_id)
                         tried.discard(upstream.replica_id)
@@ -322,15 +314,18 @@ class Gateway:
                     log.warning("replica %s closed before answering (%s); retrying", upstream.replica_id, exc)
                     continue
                 except BaseException:
-                    if response is not None:
-                        response.close()
+                    if connection is not None:
+                        connection.close()
                     raise
                 clock.mark_first_byte()
                 extra = [(b"x-inferd-replica", upstream.replica_id.encode()), *call.rate_headers]
-                if call.stream:
-                    return await relay_stream(send, watch, response, first, call.strip_usage, extra)
-                response.release()
-                return await relay_whole(send, watch, response, first, extra)
+                try:
+                    if call.stream:
+                        return await relay_stream(send, watch, connection, call.strip_usage, extra)
+                    return await relay_whole(send, watch, connection, extra)
+                except BaseException:
+                    connection.close()
+                    raise
             finally:
                 self.balancer.release(upstream)
 
