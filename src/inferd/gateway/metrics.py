@@ -8,6 +8,7 @@ their own (``INFERD_METRICS_HOST``/``INFERD_METRICS_PORT``, optionally behind th
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.applications import Starlette
@@ -57,6 +58,46 @@ ROUTE_FULL_RELOADS = Counter(
 ROUTE_FEED_INSTANCES = Counter(
     "inferd_gateway_route_feed_instances_total", "Instances reloaded because the change feed reported them."
 )
+
+
+class Series:
+    """The labelled children of one instance and model, looked up once: ``labels()`` takes a lock
+    and builds a key on every call, and every request would pay for five of them."""
+
+    def __init__(self, instance: str, model: str) -> None:
+        self._labels = (instance, model)
+        self.latency = LATENCY.labels(instance, model)
+        self.ttft = TTFT.labels(instance, model)
+        self.errors = ERRORS.labels(instance, model)
+        self.uncounted = UNCOUNTED.labels(instance, model)
+        self.rate_limited = RATE_LIMITED.labels(instance, model)
+        self._requests: dict[str, Any] = {}
+        self._tokens: dict[str, tuple[Any, Any]] = {}
+
+    def requests(self, code: str) -> Any:
+        child = self._requests.get(code)
+        if child is None:
+            child = self._requests[code] = REQUESTS.labels(*self._labels, code)
+        return child
+
+    def tokens(self, token_id: str) -> tuple[Any, Any]:
+        """(prompt, completion) counters of one ``di_`` token."""
+        pair = self._tokens.get(token_id)
+        if pair is None:
+            pair = self._tokens[token_id] = (
+                PROMPT_TOKENS.labels(*self._labels, token_id), COMPLETION_TOKENS.labels(*self._labels, token_id)
+            )
+        return pair
+
+
+_SERIES: dict[tuple[str, str], Series] = {}
+
+
+def series(instance: str, model: str) -> Series:
+    found = _SERIES.get((instance, model))
+    if found is None:
+        found = _SERIES[(instance, model)] = Series(instance, model)
+    return found
 
 
 def create_metrics_app(token: str | None = None) -> Starlette:

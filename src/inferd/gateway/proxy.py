@@ -229,7 +229,7 @@ class Gateway:
         admission = self.limiter.admit(token.token_id, limits, estimate)
         rate_headers = [(k.encode(), v.encode()) for k, v in admission.headers.items()]
         if not admission.allowed:
-            metrics.RATE_LIMITED.labels(instance=instance.id, model=model).inc()
+            metrics.series(instance.id, model).rate_limited.inc()
             await send_json(send, 429, json.dumps(admission.error).encode(), rate_headers)
             return
         stream = payload.get("stream") is True
@@ -245,7 +245,7 @@ class Gateway:
     # -- proxying -------------------------------------------------------------------------------
     async def _proxy(self, receive: Receive, send: Send, call: _Call) -> None:
         clock = Stopwatch()
-        labels = {"instance": call.instance.id, "model": call.model}
+        series = metrics.series(call.instance.id, call.model)
         self._enter(call.instance.id)
         watch = DisconnectWatch(receive)
         outcome: Outcome | None = None
@@ -257,26 +257,26 @@ class Gateway:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()  # the client left: nothing more to do for it
-            metrics.REQUESTS.labels(**labels, code="499").inc()
+            series.requests("499").inc()
         finally:
             watch.stop()
             self._leave(call.instance.id)
         if outcome is None:
             self.limiter.settle(call.token.token_id, call.limits, call.estimate, call.estimate)
             return
-        metrics.REQUESTS.labels(**labels, code=str(outcome.status)).inc()
-        metrics.LATENCY.labels(**labels).observe(clock.elapsed())
+        series.requests(str(outcome.status)).inc()
+        series.latency.observe(clock.elapsed())
         if clock.first_byte is not None:
-            metrics.TTFT.labels(**labels).observe(clock.first_byte)
+            series.ttft.observe(clock.first_byte)
         if outcome.status >= 500:
-            metrics.ERRORS.labels(**labels).inc()
+            series.errors.inc()
         usage = outcome.usage
         if usage is not None:
-            token_labels = {**labels, "token": call.token.token_id}
-            metrics.PROMPT_TOKENS.labels(**token_labels).inc(usage.prompt_tokens)
-            metrics.COMPLETION_TOKENS.labels(**token_labels).inc(usage.completion_tokens)
+            prompt, completion = series.tokens(call.token.token_id)
+            prompt.inc(usage.prompt_tokens)
+            completion.inc(usage.completion_tokens)
         elif outcome.status < 400:
-            metrics.UNCOUNTED.labels(**labels).inc()
+            series.uncounted.inc()
         spent = usage.total_tokens if usage is not None else (call.estimate if outcome.status < 400 else 0)
         self.limiter.settle(call.token.token_id, call.limits, call.estimate, spent)
 
