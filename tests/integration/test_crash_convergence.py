@@ -188,9 +188,12 @@ def converge(server: Server, owner: str, wants: dict[str, Want]) -> None:
     except AssertionError as exc:
         raise AssertionError(f"{exc}\nrows: {last.get('rows')}\nengines: {last.get('engines')}") from None
     logs = server.data_dir / "logs"
-    left = {d.name for d in logs.iterdir()} if logs.exists() else set()
     gone = {w.instance_id for w in wants.values() if w.gone}
-    assert not left & gone, f"log directories of deleted instances: {left & gone}"
+
+    def lingering() -> set[str]:  # the controller removes them right after it forgets the instance
+        return ({d.name for d in logs.iterdir()} if logs.exists() else set()) & gone
+
+    wait_for(lambda: not lingering(), timeout=10, what=f"log directories of deleted instances to go: {lingering()}")
 
 
 def settled(api: httpx.Client, want: Want) -> bool:

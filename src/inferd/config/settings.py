@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_public_port: int = 8080
     gateway_private_port: int = 8444
-    gateway_refresh_interval: float = Field(default=0.2, gt=0)
+    gateway_refresh_interval: float = Field(default=0.5, gt=0)
     """Seconds between polls of the store's change feed (revocations apply within that)."""
     gateway_full_reload_interval: float = Field(default=60.0, gt=0)
     """Seconds between full reloads of the route table. In between, the gateway reloads only the
