@@ -57,6 +57,7 @@ from proxies import (
     start_trivial,
     wait_until,
 )
+from reporting import finish  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "huggingfacetb/smollm2-135m-instruct"
@@ -686,12 +687,7 @@ def main(argv: list[str] | None = None) -> int:
                 report["trivial_stream"] += bench_streams(targets, probes, TRIVIAL_MODEL, int(level), count, 2, "trivial")
 
     report["duration_s"] = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 1)
-    print()
-    print(render(report))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nJSON: {out}  ({report['duration_s']}s)")
-    return 0
+    return finish(report, out, render(report))
 
 
 if __name__ == "__main__":

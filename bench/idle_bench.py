@@ -39,6 +39,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from reporting import finish  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 INSTANCES = 1000
 TOKENS_PER_INSTANCE = 10
@@ -228,12 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {label:<6} interval {interval}: idle {row['idle_cpu_ms_per_s']} ms/s, "
                           f"revocation {row['revocation_ms']}", flush=True)
     report["duration_s"] = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 1)
-    print()
-    print(render(report))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nJSON: {out}  ({report['duration_s']}s)")
-    return 0
+    return finish(report, out, render(report))
 
 
 if __name__ == "__main__":

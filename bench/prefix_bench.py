@@ -45,6 +45,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gateway_bench as gb  # noqa: E402 - the sibling script's helpers, not a package
+from reporting import finish  # noqa: E402
 
 MODES = ("prefix", "least-outstanding")
 Request = tuple[int, dict[str, Any]]
@@ -359,12 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     report["phases"] = phases
     report["combined"] = combine(phases, samples, walls)
     report["duration_s"] = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 1)
-    print()
-    print(render(report))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nJSON: {out}  ({report['duration_s']}s)")
-    return 0
+    return finish(report, out, render(report))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from inferd.store.db import Database
-from inferd.store.tables import AcceleratorRow, ReplicaRow
 from tests.conftest import running_server
 from tests.support import specs
+from tests.support.rows import mark_replica_ready
 from tests.support.server import Server, free_port
 from tests.support.waiting import wait_for
 
@@ -68,26 +66,6 @@ def upstream() -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     model_server.should_exit = True
     thread.join(timeout=20)
-
-
-def mark_replica_ready(server: Server, instance_id: str, endpoint: str) -> None:
-    """What the controller writes when a model server answers its health check."""
-    database = Database(server.database_url)
-    try:
-        with database.session() as session:
-            accelerator = AcceleratorRow(
-                id=str(uuid.uuid4()), instance_id=instance_id, model_id=str(uuid.uuid4()), slug=specs.SLUG,
-                name=specs.SLUG, role="prefill_decode", unit=None, status="active",
-            )
-            session.add(accelerator)
-            session.flush()
-            session.add(ReplicaRow(
-                id=str(uuid.uuid4()), instance_id=instance_id, accelerator_id=accelerator.id,
-                model_id=accelerator.model_id, model_slug=specs.MODEL, accelerator_slug=specs.SLUG,
-                template="test", engine="test", endpoint=endpoint, phase="ready", status="ready",
-            ))
-    finally:
-        database.dispose()
 
 
 def create(server: Server, name: str) -> dict[str, Any]:

@@ -35,10 +35,9 @@ from starlette.routing import Route
 from inferd.cli.bootstrap import build_state, gateway_listeners
 from inferd.config import Settings
 from inferd.pki import ensure_local_tls
-from inferd.store.db import Database
-from inferd.store.tables import AcceleratorRow, ReplicaRow
 from tests.conftest import running_server
 from tests.support import specs
+from tests.support.rows import mark_replica_ready
 from tests.support.server import Server, free_port
 from tests.support.waiting import wait_for
 
@@ -124,27 +123,6 @@ def upstream() -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=20)
-
-
-def mark_replica_ready(server: Server, instance_id: str, endpoint: str) -> None:
-    """What the controller does when a model server answers its health check: one ready
-    replica row (with its accelerator), committed at once."""
-    database = Database(server.database_url)
-    try:
-        with database.session() as session:
-            accelerator = AcceleratorRow(
-                id=str(uuid.uuid4()), instance_id=instance_id, model_id=str(uuid.uuid4()), slug=specs.SLUG,
-                name=specs.SLUG, role="prefill_decode", unit=None, status="active",
-            )
-            session.add(accelerator)
-            session.flush()
-            session.add(ReplicaRow(
-                id=str(uuid.uuid4()), instance_id=instance_id, accelerator_id=accelerator.id,
-                model_id=accelerator.model_id, model_slug=specs.MODEL, accelerator_slug=specs.SLUG,
-                template="test", engine="test", endpoint=endpoint, phase="ready", status="ready",
-            ))
-    finally:
-        database.dispose()
 
 
 # -- 2. 'active' means served -----------------------------------------------------------------

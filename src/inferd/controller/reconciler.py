@@ -171,9 +171,9 @@ class Reconciler:
         mine = view.states(states)
         verdicts: dict[str, Verdict] = {}
         for replica, state in zip(view.replicas, mine, strict=True):
-            seen = replica.seen()
-            busy = self.runtime.in_flight(seen.handle) if needs_in_flight(seen, now, self.timeouts) and seen.handle else None
-            verdicts[replica.id] = judge(seen, state, busy, now, self.timeouts)
+            busy = (self.runtime.in_flight(replica.handle)
+                    if needs_in_flight(replica, now, self.timeouts) and replica.handle else None)
+            verdicts[replica.id] = judge(replica, state, busy, now, self.timeouts)
         try:
             with self.database.session() as session:
                 decisions = decider.decide(session, view.id, verdicts, now)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 
 from inferd.controller.observe import Seen
 from inferd.controller.plan import ReplicaStatus
@@ -38,23 +37,13 @@ States = tuple[ReplicaState | None, ...]
 
 
 @dataclass(frozen=True)
-class ReplicaView:
-    """What a replica's row says: what ``judge`` reads, and what ``decide`` records from the runtime."""
+class ReplicaView(Seen):
+    """What a replica's row says: what ``judge`` reads (a :class:`Seen`), and what ``decide``
+    records from the runtime, which a settled replica must match."""
 
-    id: str
-    status: ReplicaStatus
-    handle: str | None
-    phase: str | None
-    phase_since: datetime | None
-    stop_requested_at: datetime | None
-    engine: str | None
-    endpoint: str | None
-    node: str | None
-    detail: str | None
-
-    def seen(self) -> Seen:
-        return Seen(id=self.id, status=self.status, handle=self.handle, phase=self.phase, phase_since=self.phase_since,
-                    stop_requested_at=self.stop_requested_at, engine=self.engine)
+    endpoint: str | None = None
+    node: str | None = None
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
