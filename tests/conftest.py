@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from inferd.store.db import Database
+from inferd.store.migrate import upgrade
 from tests.support.server import Server
 
 BACKENDS = ["sqlite", "postgres"]
@@ -22,6 +24,17 @@ def database_url(backend: str, directory: Path) -> Iterator[str]:
 
         with temporary_database(postgres_admin_url()) as url:
             yield url
+
+
+@contextmanager
+def migrated_database(url: str) -> Iterator[Database]:
+    """The store at ``url``, migrated to the newest schema, disposed of afterwards."""
+    upgrade(url)
+    database = Database(url)
+    try:
+        yield database
+    finally:
+        database.dispose()
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from inferd.store.db import Database
-from inferd.store.migrate import upgrade
+from tests.conftest import migrated_database
 from tests.support.postgres import postgres_admin_url, temporary_database
 from tests.unit.test_leases import check_race, race
 
@@ -17,13 +17,8 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def database() -> Iterator[Database]:
-    with temporary_database(postgres_admin_url()) as url:
-        upgrade(url)
-        db = Database(url)
-        try:
-            yield db
-        finally:
-            db.dispose()
+    with temporary_database(postgres_admin_url()) as url, migrated_database(url) as db:
+        yield db
 
 
 def test_two_holders_racing_from_many_threads_never_overlap(database: Database) -> None:

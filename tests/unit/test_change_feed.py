@@ -21,7 +21,6 @@ from sqlalchemy import delete, func, select, update
 from inferd.gateway.routes import RouteTable, Snapshot, load_snapshot, route_table
 from inferd.store.changes import ChangeFeed, prune
 from inferd.store.db import Database
-from inferd.store.migrate import upgrade
 from inferd.store.tables import (
     AcceleratorRow,
     DeploymentRow,
@@ -32,20 +31,23 @@ from inferd.store.tables import (
     TeamRow,
     utcnow,
 )
-from tests.conftest import database_url
+from tests.conftest import database_url, migrated_database
 from tests.support import specs
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     """One migrated database per backend; every test makes its own instances."""
-    with database_url(request.param, tmp_path_factory.mktemp(f"feed-{request.param}")) as url:
-        upgrade(url)
-        db = Database(url)
-        try:
-            yield db
-        finally:
-            db.dispose()
+    with database_url(request.param, tmp_path_factory.mktemp(f"feed-{request.param}")) as url, migrated_database(url) as db:
+        yield db
+
+
+@pytest.fixture(scope="module")
+def postgres_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    """For what only PostgreSQL can show: commits out of seq order, and seqs that are never used
+    (SQLite serialises writers and gives a rolled-back seq out again)."""
+    with database_url("postgres", tmp_path_factory.mktemp("feed-pg")) as url, migrated_database(url) as db:
+        yield db
 
 
 class Clock:
@@ -176,12 +178,12 @@ def test_first_poll_reset_and_backstop_reload_everything(database: Database) -> 
 
 
 # -- the ordering trap -------------------------------------------------------------------------
-def test_a_change_committed_after_a_later_one_is_not_missed(database: Database) -> None:
+@pytest.mark.postgres
+def test_a_change_committed_after_a_later_one_is_not_missed(postgres_database: Database) -> None:
     """Transaction A takes a seq, B takes the next and commits, the reader moves past both;
     then A commits: the reader still reports A's instance (PostgreSQL; SQLite's writers are
     serialised, so there the second writer waits and the order is the commit order)."""
-    if not postgres(database):
-        pytest.skip("SQLite serialises writers: seqs commit in order")
+    database = postgres_database
     first, second = new_instance(database), new_instance(database)
     feed = started_feed(database)
     try:
@@ -200,11 +202,11 @@ def test_a_change_committed_after_a_later_one_is_not_missed(database: Database) 
         feed.close()
 
 
-def test_a_transaction_in_flight_during_a_full_reload_is_not_missed(database: Database) -> None:
+@pytest.mark.postgres
+def test_a_transaction_in_flight_during_a_full_reload_is_not_missed(postgres_database: Database) -> None:
     """The same trap at the start: the full load reads up to max(seq), which a transaction still
     open may lie below; the feed takes the missing seqs of its last window as holes."""
-    if not postgres(database):
-        pytest.skip("SQLite serialises writers: seqs commit in order")
+    database = postgres_database
     first, second = new_instance(database), new_instance(database)
     with database.engine.connect() as late:
         with late.begin():
@@ -220,9 +222,9 @@ def test_a_transaction_in_flight_during_a_full_reload_is_not_missed(database: Da
             feed.close()
 
 
-def test_holes_of_rolled_back_transactions_expire(database: Database) -> None:
-    if not postgres(database):
-        pytest.skip("SQLite gives a rolled-back seq out again: no holes")
+@pytest.mark.postgres
+def test_holes_of_rolled_back_transactions_expire(postgres_database: Database) -> None:
+    database = postgres_database
     instance = new_instance(database)
     clock = Clock()
     feed = started_feed(database, clock=clock, gap_horizon=30)
@@ -241,9 +243,9 @@ def test_holes_of_rolled_back_transactions_expire(database: Database) -> None:
         feed.close()
 
 
-def test_too_many_holes_reload_everything(database: Database) -> None:
-    if not postgres(database):
-        pytest.skip("SQLite has no holes")
+@pytest.mark.postgres
+def test_too_many_holes_reload_everything(postgres_database: Database) -> None:
+    database = postgres_database
     instance = new_instance(database)
     feed = started_feed(database, max_gaps=3)
     try:

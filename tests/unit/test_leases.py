@@ -18,8 +18,8 @@ from inferd.controller.lease import LeaderLease
 from inferd.store import leases
 from inferd.store.db import Database
 from inferd.store.leases import LeaseView
-from inferd.store.migrate import upgrade
 from inferd.store.tables import LeaseRow, utcnow
+from tests.conftest import migrated_database
 from tests.support.waiting import wait_for
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -31,13 +31,8 @@ def at(seconds: float) -> datetime:
 
 @pytest.fixture
 def database(tmp_path: Path) -> Iterator[Database]:
-    url = f"sqlite:///{tmp_path / 'inferd.db'}"
-    upgrade(url)
-    db = Database(url)
-    try:
+    with migrated_database(f"sqlite:///{tmp_path / 'inferd.db'}") as db:
         yield db
-    finally:
-        db.dispose()
 
 
 def acquire(db: Database, holder: str, now: datetime, ttl: float = 10, name: str = "controller") -> LeaseView | None:
