@@ -15,7 +15,6 @@ writes it), so that a valid token gets a quick 200 and an unknown one a 401.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,16 +22,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from tests.conftest import running_server
 from tests.support import specs
-from tests.support.rows import mark_replica_ready
-from tests.support.server import Server, free_port
+from tests.support.rows import mark_replica_ready, stand_in_model_server
+from tests.support.server import Server
 from tests.support.waiting import wait_for
 
 REVOCATION_BUDGET = 1.0
@@ -52,20 +46,8 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    """A stand-in model server that answers every chat completion at once."""
-
-    async def completion(_: Request) -> JSONResponse:
-        return JSONResponse({"choices": [{"message": {"content": "ok"}}], "usage": {"completion_tokens": 1}})
-
-    port = free_port()
-    app = Starlette(routes=[Route("/v1/chat/completions", completion, methods=["POST"])])
-    model_server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=model_server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: model_server.started, timeout=20, what="the stand-in model server")
-    yield f"http://127.0.0.1:{port}"
-    model_server.should_exit = True
-    thread.join(timeout=20)
+    with stand_in_model_server() as url:
+        yield url
 
 
 def create(server: Server, name: str) -> dict[str, Any]:

@@ -25,11 +25,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import event
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from inferd.cli.bootstrap import build_state, gateway_listeners
@@ -37,7 +36,7 @@ from inferd.config import Settings
 from inferd.pki import ensure_local_tls
 from tests.conftest import running_server
 from tests.support import specs
-from tests.support.rows import mark_replica_ready
+from tests.support.rows import mark_replica_ready, stand_in_model_server
 from tests.support.server import Server, free_port
 from tests.support.waiting import wait_for
 
@@ -108,21 +107,10 @@ def chat(server: Server, instance: dict[str, Any], token: str | None = None) -> 
 
 
 # -- a stand-in model server ------------------------------------------------------------------
-async def completion(_: Request) -> JSONResponse:
-    return JSONResponse({"choices": [{"message": {"content": "ok"}}], "usage": {"completion_tokens": 1}})
-
-
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    port = free_port()
-    app = Starlette(routes=[Route("/v1/chat/completions", completion, methods=["POST"])])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout=20, what="stand-in model server")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=20)
+    with stand_in_model_server() as url:
+        yield url
 
 
 # -- 2. 'active' means served -----------------------------------------------------------------
