@@ -31,7 +31,7 @@ from inferd.gateway.route_loader import InstanceRoutes, Snapshot, TokenRef
 from inferd.gateway.router import make_balancer, prefix_blocks
 from inferd.gateway.tls import INSTANCE_HOST
 from inferd.gateway.tokenlimits import TokenLimiter, TokenLimits, effective_limits, estimate_tokens
-from inferd.gateway.upstream import Connection, UpstreamClosed, UpstreamPool, UpstreamRefused, request_bytes
+from inferd.gateway.upstream import Connection, UpstreamClosed, UpstreamPool, UpstreamRefused
 from inferd.gateway.usage import ask_for_usage
 
 log = logging.getLogger("inferd.gateway")
@@ -298,7 +298,7 @@ class Gateway:
                 connection: Connection | None = None
                 try:
                     connection = await self.pool.connect(upstream.url)
-                    await connection.exchange(request_bytes(upstream.url, call.path, call.body, call.accept), call.stream)
+                    await connection.exchange(call.path, call.body, call.accept, call.stream)
                 except UpstreamRefused as exc:  # refused, unreachable, connect timeout
                     self.balancer.failed(upstream)
                     log.warning("replica %s refused the request (%s); retrying", upstream.replica_id, exc)

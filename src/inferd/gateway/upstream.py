@@ -11,9 +11,10 @@ to replicas it knows, so the client needs no redirects, cookies, proxies or deco
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import NamedTuple, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -36,12 +37,11 @@ class UpstreamClosed(ConnectionError):
 class Connection(asyncio.Protocol):
     """One connection to a replica; one exchange at a time."""
 
-    def __init__(self, pool: UpstreamPool, key: tuple[str, int]) -> None:
+    def __init__(self, pool: UpstreamPool, target: Target) -> None:
         self.pool = pool
-        self.key = key
+        self.target = target
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
-        self.reused = False
         self._reset()
 
     def _reset(self) -> None:
@@ -96,13 +96,17 @@ class Connection(asyncio.Protocol):
             self.done.set_result(None)
 
     # -- one exchange -----------------------------------------------------------------------------
-    async def exchange(self, request: bytes, stream: bool) -> None:
-        """Send ``request``; return once the answer's first body bytes are in (``stream``) or the
-        whole answer is (else), with ``status``, ``headers`` and ``body`` filled in."""
+    async def exchange(self, path: str, body: bytes, accept: bytes, stream: bool) -> None:
+        """POST ``body`` to ``path``; return once the answer's first body bytes are in (``stream``)
+        or the whole answer is (else), with ``status``, ``headers`` and ``body`` filled in."""
         assert self.transport is not None
         self._stream = stream
         self._waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(request)
+        self.transport.write(b"".join((
+            b"POST ", path.encode("ascii"), b" HTTP/1.1\r\nhost: ", self.target.host_header,
+            b"\r\ncontent-type: application/json\r\naccept: ", accept,
+            b"\r\ncontent-length: ", str(len(body)).encode("ascii"), b"\r\n\r\n", body,
+        )))
         await self._waiter
         if self.failure is not None:
             raise self.failure
@@ -144,31 +148,29 @@ class UpstreamPool:
     """Kept-alive connections per replica address."""
 
     def __init__(self) -> None:
-        self._idle: dict[tuple[str, int], list[Connection]] = {}
+        self._idle: dict[Target, list[Connection]] = {}
         self._closed = False
 
     async def connect(self, base_url: str) -> Connection:
         """A connection to ``base_url`` (``http://host:port``): an idle one if it is fresh."""
-        key = _address(base_url)
-        idle = self._idle.get(key)
+        target = _target(base_url)
+        idle = self._idle.get(target)
         now = time.monotonic()
         while idle:
             connection = idle.pop()
             if connection.transport is not None and now - connection.idle_since < KEEPALIVE_SECONDS:
-                connection.reused = True
                 return connection
             connection.close()
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                _, protocol = await loop.create_connection(lambda: Connection(self, key), key[0], key[1])
+                _, protocol = await loop.create_connection(lambda: Connection(self, target), target.host, target.port)
         except (OSError, TimeoutError) as exc:
-            raise UpstreamRefused(f"{key[0]}:{key[1]}: {exc or 'connect timeout'}") from exc
-        protocol.reused = False
+            raise UpstreamRefused(f"{target.host}:{target.port}: {exc or 'connect timeout'}") from exc
         return protocol
 
     def park(self, connection: Connection) -> None:
-        idle = self._idle.setdefault(connection.key, [])
+        idle = self._idle.setdefault(connection.target, [])
         if self._closed or len(idle) >= MAX_IDLE_PER_REPLICA:
             connection.close()
             return
@@ -183,17 +185,17 @@ class UpstreamPool:
         self._idle.clear()
 
 
-def request_bytes(base_url: str, path: str, body: bytes, accept: bytes) -> bytes:
-    host = urlsplit(base_url).netloc.encode("ascii")
-    return b"".join((
-        b"POST ", path.encode("ascii"), b" HTTP/1.1\r\nhost: ", host,
-        b"\r\ncontent-type: application/json\r\naccept: ", accept,
-        b"\r\ncontent-length: ", str(len(body)).encode("ascii"), b"\r\n\r\n", body,
-    ))
+class Target(NamedTuple):
+    """Where a replica listens, parsed once per address (not per request)."""
+
+    host: str
+    port: int
+    host_header: bytes
 
 
-def _address(base_url: str) -> tuple[str, int]:
+@functools.lru_cache(maxsize=4096)
+def _target(base_url: str) -> Target:
     parts = urlsplit(base_url)
     if parts.scheme != "http" or not parts.hostname:
         raise UpstreamRefused(f"not an http:// replica address: {base_url!r}")
-    return parts.hostname, parts.port or 80
+    return Target(parts.hostname, parts.port or 80, parts.netloc.encode("ascii"))
