@@ -29,7 +29,6 @@ import datetime as dt
 import json
 import os
 import platform
-import signal
 import ssl
 import statistics
 import subprocess
@@ -55,6 +54,7 @@ from proxies import (
     start_litellm,
     start_nginx,
     start_trivial,
+    stop_process,
     wait_until,
 )
 from reporting import finish  # noqa: E402
@@ -410,13 +410,7 @@ def inferd_deployment(workdir: Path, engine: str = "llama.cpp") -> Iterator[Depl
             direct_url=f"{endpoint}/v1/chat/completions", replica=endpoint, token=token, engine_pid=engine_pid, log_path=log_path,
         )
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         log.close()
 
 

@@ -28,7 +28,6 @@ import datetime as dt
 import json
 import os
 import random
-import signal
 import ssl
 import subprocess
 import sys
@@ -45,6 +44,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gateway_bench as gb  # noqa: E402 - the sibling script's helpers, not a package
+from proxies import stop_process  # noqa: E402
 from reporting import finish  # noqa: E402
 
 MODES = ("prefix", "least-outstanding")
@@ -165,16 +165,6 @@ class ControlPlane:
     replicas: list[dict[str, Any]]
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def catalog_with(engine_args: list[str], workdir: Path) -> Path:
     """The default catalog with ``engine_args`` on its CPU kind (e.g. ``--cache-ram 0``)."""
     from importlib.resources import files
@@ -232,7 +222,7 @@ def control_plane(workdir: Path, engine_args: list[str]) -> Iterator[ControlPlan
             ready = [r for r in json.loads(out)["replicas"] if r["status"] == "ready"]
             yield ControlPlane(env, data_dir, database, instance_id, created.json()["token"]["value"], ready)
         finally:
-            _stop(process)
+            stop_process(process)
 
 
 @contextmanager
@@ -259,7 +249,7 @@ def gateway(plane: ControlPlane, routing: str, workdir: Path) -> Iterator[str]:
             gb.wait_until(up, 60, f"gateway ({routing})")
             yield f"{base}/chat/completions"
         finally:
-            _stop(process)
+            stop_process(process)
 
 
 # -- numbers ----------------------------------------------------------------------------------
