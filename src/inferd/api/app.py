@@ -18,7 +18,7 @@ from inferd.api.errors import (
 )
 from inferd.api.middleware import ControlPlaneMiddleware
 from inferd.api.openapi import build_openapi
-from inferd.api.routes import catalog, instances, tokens
+from inferd.api.routes import catalog, instances, metrics, tokens
 from inferd.api.state import AppState
 from inferd.domain.errors import DomainError
 
@@ -36,6 +36,7 @@ def create_app(state: AppState) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(instances.router)
     app.include_router(tokens.router)
+    app.include_router(metrics.router)
     app.add_exception_handler(RequestValidationError, on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(DomainError, on_domain_error)
     app.add_exception_handler(ValidationError, on_model_error)

@@ -121,6 +121,7 @@ def gateway_listeners(state: AppState, tls_files: TLSFiles) -> tuple[RouteTable,
     policy = Policy(
         routing=settings.gateway_routing, token_rpm=settings.token_rpm, token_tpm=settings.token_tpm,
         embedders=state.catalog.embedding_slugs(),
+        cors_origins=tuple(settings.gateway_cors_origins.split(",")),
     )
     gateway = Gateway(routes, limits, policy)
     connections = ConnectionLimits.from_settings(settings)

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     # -- listeners and gateway hardening (issue 8) --
     gateway_max_json_depth: int = Field(default=64, ge=2, le=512)
     """Deepest nesting of arrays/objects in a gateway request body (deeper: 400)."""
+    gateway_cors_origins: str = "*"
+    """Origins whose web pages may call the instance endpoints from a browser: ``*`` (any: the
+    endpoints take only explicit bearer tokens, never cookies), a comma-separated list of exact
+    origins (``https://app.example.com``), or empty for none."""
+    gateway_metrics_urls: str = ""
+    """Comma-separated ``/metrics`` URLs of the gateways, which the API reads for the console's
+    per-instance charts; default: this installation's metrics listener."""
     metrics_host: str = "127.0.0.1"
     """Admin listener of the Prometheus metrics (never the public or private endpoints)."""
     metrics_port: int = 9464
@@ -159,6 +166,12 @@ class Settings(BaseSettings):
     """Where downloaded models go; default ``<data_dir>/models``."""
     log_format: str = "text"
     """``text`` for terminals, ``json`` for one JSON object per line."""
+
+    def resolved_gateway_metrics_urls(self) -> list[str]:
+        listed = [u.strip() for u in self.gateway_metrics_urls.split(",") if u.strip()]
+        host = "127.0.0.1" if self.metrics_host in ("0.0.0.0", "::", "") else self.metrics_host
+        host = f"[{host}]" if ":" in host else host
+        return listed or [f"http://{host}:{self.metrics_port}/metrics"]
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'inferd.db'}"

@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from inferd.domain.tokens import bearer_value, hash_token, hashes_match, is_instance_token
 from inferd.gateway import metrics
 from inferd.gateway.answers import BodyTimeout, Headers, Receive, Scope, Send, models_list, read_body, send_error, send_json
+from inferd.gateway.cors import CorsPolicy, answer_preflight, granting, origin_of
 from inferd.gateway.jsondepth import nests_deeper_than
 from inferd.gateway.relay import DisconnectWatch, Outcome, Stopwatch, relay_stream, relay_whole
 from inferd.gateway.route_loader import InstanceRoutes, Snapshot, TokenRef
@@ -76,6 +77,8 @@ class Policy:
     """Tokens (prompt + completion) per minute per ``di_`` token, likewise."""
     embedders: frozenset[str] = field(default_factory=frozenset)
     """Model slugs that embed: they serve /v1/embeddings and nothing that generates."""
+    cors_origins: tuple[str, ...] = ("*",)
+    """Origins whose pages may call the endpoints from a browser (:mod:`inferd.gateway.cors`)."""
 
 
 DEFAULT_LIMITS = Limits()
@@ -109,6 +112,7 @@ class Gateway:
         self.routes = routes
         self.limits = limits
         self.policy = policy
+        self.cors = CorsPolicy(policy.cors_origins)
         self.balancer = make_balancer(policy.routing)
         self._prefix_aware = policy.routing == "prefix"
         self.limiter = TokenLimiter()
@@ -366,6 +370,16 @@ class Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            cors = self.gateway.cors
+            if cors.enabled:
+                origin, preflight = origin_of(scope)
+                if origin is not None:
+                    allowed = cors.allowed(origin)
+                    if preflight:
+                        await answer_preflight(send, allowed)
+                        return
+                    if allowed:
+                        send = granting(send, allowed)
             await self.gateway.handle(self.kind, scope, receive, send)
         elif scope["type"] == "lifespan":
             await _lifespan(receive, send, self.gateway.close)

@@ -24,6 +24,10 @@ from inferd.gateway.usage import StreamUsage, Usage, usage_in_body
 _HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"server", b"date",
     b"proxy-connection", b"upgrade", b"te", b"trailer",
+    # cross-origin access is the gateway's decision (inferd.gateway.cors), not the engine's:
+    # llama-server sends its own, empty when it was not given the page's Origin
+    b"access-control-allow-origin", b"access-control-allow-credentials", b"access-control-allow-methods",
+    b"access-control-allow-headers", b"access-control-expose-headers", b"access-control-max-age",
 })
 
 
