@@ -8,19 +8,17 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_dashboards import (
+from tests.support.dashboards import (
     Sample,
     inferd_job,
     load_dashboard,
     load_prometheus,
-    promql_names,
     relabel,
     stored_series,
-    string_variables,
     target_labels,
     validate_dashboard,
-    variable_query_names,
 )
+from tests.support.promql import promql_names, string_variables, variable_query_names
 
 R = "inferd_gateway_requests_total"
 
