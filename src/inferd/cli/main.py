@@ -10,7 +10,6 @@ import typer
 from inferd import __version__
 from inferd.cli.admin import admin
 from inferd.cli.common import DatabaseUrl, DataDir, console
-from inferd.cli.common import fail as _fail
 from inferd.cli.common import settings_from as _settings
 from inferd.config import Settings
 
@@ -171,59 +170,21 @@ def controller_command(
 @app.command()
 def quickstart(
     data_dir: DataDir = None,
-    api_url: Annotated[str | None, typer.Option(help="API base URL [default: from settings].")] = None,
+    api_url: Annotated[str | None, typer.Option(help="API base URL (default: the context's, else from settings).")] = None,
     name: Annotated[str, typer.Option(help="Instance name.")] = "quickstart",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for active.")] = 180,
+    context: Annotated[str | None, typer.Option(help="Client context (default: the current one, else the data dir's admin token).")] = None,
 ) -> None:
     """Create an instance of the first catalog model through the API, wait until it is active,
     and print a curl that gets a completion from it."""
-    import time
+    import os
 
-    import httpx
+    from inferd.cli.client import quickstart as client_quickstart
+    from inferd.cli.client.session import Flags
 
-    from inferd.config import load_catalog_document
-    from inferd.domain.catalog import Catalog
-
-    settings = _settings(data_dir, None)
-    token = (settings.data_dir / "admin-token").read_text().strip()
-    scheme = "https" if settings.tls else "http"
-    base = api_url or f"{scheme}://{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port}"
-    verify: Any = str(settings.data_dir / "tls" / "api-ca.pem") if scheme == "https" else False
-    catalog = Catalog.from_document(load_catalog_document(settings.catalog_file))
-    model = catalog.models[0]
-    slug = next(a for a in catalog.accelerators if a.slug in model.accelerator_slugs and a.count > 0)
-    body = {"spec": {
-        "version": 1, "name": name, "region": slug.region, "vpc": {"uuid": "00000000-0000-4000-8000-000000000000"},
-        "enable_public_endpoint": True,
-        "model_deployments": [{"model_slug": model.slug, "model_provider": model.provider, "workload_config": {},
-                               "accelerators": [{"scale": 1, "type": "prefill_decode", "accelerator_slug": slug.slug}]}],
-    }}
-    with httpx.Client(base_url=base, verify=verify, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
-        created = client.post("/v2/dedicated-inferences", json=body)
-        if created.status_code != 202:
-            _fail(f"create failed ({created.status_code}): {created.json().get('message')}")
-        instance_id = created.json()["dedicated_inference"]["id"]
-        console.print(f"created instance {instance_id}; waiting for it to be active …")
-        deadline = time.monotonic() + timeout
-        status = "provisioning"
-        while time.monotonic() < deadline:
-            instance = client.get(f"/v2/dedicated-inferences/{instance_id}").json()["dedicated_inference"]
-            status = instance["status"]
-            if status == "active" and "pending_deployment_spec" not in instance:
-                break
-            if status == "error":
-                _fail(f"instance failed: {instance.get('status_reason')}")
-            time.sleep(0.5)
-        else:
-            _fail(f"instance still {status} after {timeout:.0f} s; see: inferd logs {instance_id}")
-    endpoint = instance["endpoints"].get("public_endpoint_fqdn") or instance["endpoints"]["private_endpoint_fqdn"]
-    token = created.json()["token"]["value"]
-    console.print(f"[green]active[/green]: {model.name} is served at {endpoint}/v1 (token shown once, below)")
-    print(
-        f"curl -s {endpoint}/v1/chat/completions -H 'Authorization: Bearer {token}' "
-        f"-H 'Content-Type: application/json' "
-        f"""-d '{{"model": "{model.slug}", "messages": [{{"role": "user", "content": "Say hello"}}], "max_tokens": 32}}'"""
-    )
+    flags = Flags(context=context, api_url=api_url, token=os.environ.get("INFERD_TOKEN"),
+                  ca_file=os.environ.get("INFERD_CA_FILE"))
+    client_quickstart.run(flags, data_dir, name, timeout)
 
 
 def _banner(settings: Settings, url: str, first_token: str | None, gateway: bool = False) -> None:
@@ -253,3 +214,7 @@ def _safe_url(settings: Settings) -> str:
 from inferd.cli import ops  # noqa: E402  (registers replicas, logs, status on ``app``)
 
 ops.register(app)
+
+from inferd.cli import client  # noqa: E402  (registers auth, di, sizes, models, chat on ``app``)
+
+client.register(app)
