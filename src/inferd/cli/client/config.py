@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from inferd.cli.client.spec_input import yaml_problem
+
 CONFIG_ENV = "INFERD_CONFIG"
 
 
@@ -60,12 +62,12 @@ def load(path: Path) -> Config:
     try:
         document = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path} is not valid YAML: {yaml_problem(exc)}") from exc
     return from_document(document, path)
 
 
 def from_document(document: Any, path: Path | str = "config") -> Config:
-    if not isinstance(document, dict) or not isinstance(document.get("contexts", {}), dict):
+    if not isinstance(document, dict) or not isinstance(document.get("contexts") or {}, dict):
         raise ConfigError(f"{path}: expected a mapping with 'contexts'")
     contexts: dict[str, Context] = {}
     for name, entry in (document.get("contexts") or {}).items():
@@ -88,9 +90,21 @@ def to_document(config: Config) -> dict[str, Any]:
 
 
 def save(path: Path, config: Config) -> None:
-    """Write atomically: a 0600 temporary file beside it, renamed over the old one."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path.parent, 0o700)
+    """Write atomically: a 0600 temporary file beside it, renamed over the old one. A directory
+    made for it is 0700; an existing one keeps its mode (``--config ~/x.yaml``: not $HOME's to change)."""
+    try:
+        _write(path, config)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _write(path: Path, config: Config) -> None:
+    try:
+        path.parent.mkdir(parents=True, mode=0o700)
+    except FileExistsError:
+        pass
+    else:
+        os.chmod(path.parent, 0o700)  # mkdir's mode is masked by the umask
     fd, temporary = tempfile.mkstemp(prefix=".config-", dir=path.parent)  # mkstemp creates it 0600
     try:
         with os.fdopen(fd, "w") as handle:

@@ -72,7 +72,7 @@ def error_from(response: httpx.Response) -> ApiError:
     return ApiError(
         response.status_code,
         str(body.get("id") or response.reason_phrase or "error").replace(" ", "_").lower(),
-        str(body.get("message") or response.text.strip()[:200] or response.reason_phrase),
+        " ".join(str(body.get("message") or " ".join(response.text.split())[:200] or response.reason_phrase).split()),  # one line
         body.get("request_id") or response.headers.get("x-request-id"),
         float(retry) if retry and retry.isdigit() else None,
     )

@@ -8,6 +8,7 @@ Values the user gives are sent as given, so that the API (not the CLI) judges th
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,12 +38,34 @@ class SpecFlags:
         return any(v is not None for v in (self.model, self.accelerator, self.scale))
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML whose values are all JSON values: a date is kept as the text written."""
+
+
+def _as_written(loader: _Loader, node: yaml.Node) -> str:
+    return str(loader.construct_scalar(node))  # type: ignore[arg-type]  # a timestamp is a scalar
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _as_written)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error as one line: where (line, column) and what."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(exc).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def parse_document(text: str, source: str = "spec") -> dict[str, Any]:
-    """YAML or JSON (JSON is YAML) into a mapping."""
+    """JSON, else YAML, into a mapping (JSON first: YAML 1.1 reads some JSON differently, e.g. tabs)."""
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{source} is neither JSON nor YAML: {exc}") from exc
+        document = json.loads(text)
+    except ValueError:
+        try:
+            document = yaml.load(text, Loader=_Loader)  # a SafeLoader: plain data only
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{source} is neither JSON nor YAML: {yaml_problem(exc)}") from exc
     if not isinstance(document, dict):
         raise SpecError(f"{source} must hold a mapping: the request body {{\"spec\": …}} or the spec itself")
     return document
@@ -50,7 +73,7 @@ def parse_document(text: str, source: str = "spec") -> dict[str, Any]:
 
 def as_body(document: dict[str, Any]) -> dict[str, Any]:
     """A file may hold the whole request body (``spec`` and maybe ``access_tokens``) or just a spec."""
-    if "spec" in document:
+    if "spec" in document or "access_tokens" in document:
         return copy.deepcopy(document)
     return {"spec": copy.deepcopy(document)}
 
@@ -81,7 +104,8 @@ def create_body(flags: SpecFlags, models: list[dict[str, Any]], sizes_doc: dict[
     if not flags.name:
         raise SpecError("--name is required (or give the whole spec with --spec FILE)")
     sizes = list(sizes_doc.get("sizes") or [])
-    model = next((m for m in models if m.get("model_slug") == flags.model), None) if flags.model else first_model(models, sizes)
+    fitting = [s for s in sizes if flags.accelerator in (None, s.get("gpu_slug")) and flags.region in (None, s.get("region"))]
+    model = next((m for m in models if m.get("model_slug") == flags.model), None) if flags.model else first_model(models, fitting)
     model_slug = flags.model or (model or {}).get("model_slug")
     if not model_slug:
         raise SpecError("this installation offers no model; give --model")
@@ -159,5 +183,6 @@ _DEPLOYMENT_FIELDS = ("model_id", "model_slug", "model_provider", "workload_conf
 def is_gated(models: list[dict[str, Any]], body: dict[str, Any]) -> bool:
     """Whether any model the body deploys needs a Hugging Face token."""
     gated = {m.get("model_slug") for m in models if m.get("is_gated_model")}
-    deployments = (body.get("spec") or {}).get("model_deployments") or []
-    return any(isinstance(d, dict) and d.get("model_slug") in gated for d in deployments)
+    spec = body.get("spec")
+    deployments = spec.get("model_deployments") if isinstance(spec, dict) else None
+    return isinstance(deployments, list) and any(isinstance(d, dict) and d.get("model_slug") in gated for d in deployments)
