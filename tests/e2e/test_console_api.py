@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import running_server
 from tests.support import specs
+from tests.support.instances import create_active
 from tests.support.server import Server, free_port
 from tests.support.waiting import wait_for
 
@@ -31,15 +32,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def instance(server: Server) -> dict[str, Any]:
-    with server.client(server.admin_token) as api:
-        created = api.post("/v2/dedicated-inferences", json=specs.create_body("console-api")).json()
-        instance_id = created["dedicated_inference"]["id"]
-        found = wait_for(
-            lambda: (body := api.get(f"/v2/dedicated-inferences/{instance_id}").json()["dedicated_inference"])["status"] == "active"
-            and body,
-            timeout=90, what="instance active",
-        )
-    return {"id": instance_id, "token": created["token"]["value"], "url": found["endpoints"]["public_endpoint_fqdn"]}
+    found, token = create_active(server, "console-api")
+    return {"id": found["id"], "token": token["value"], "url": found["endpoints"]["public_endpoint_fqdn"]}
 
 
 def test_preflight_grants_a_page_the_chat_endpoint(instance: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import running_server
 from tests.support import specs
+from tests.support.instances import create_active
 from tests.support.server import Server, free_port
 from tests.support.waiting import wait_for
 
@@ -37,16 +38,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def instance(server: Server) -> dict[str, Any]:
-    with server.client(server.admin_token) as api:
-        created = api.post("/v2/dedicated-inferences", json=specs.create_body("usage")).json()
-        instance_id = created["dedicated_inference"]["id"]
-        wait_for(
-            lambda: api.get(f"/v2/dedicated-inferences/{instance_id}").json()["dedicated_inference"]["status"] == "active",
-            timeout=90, what="instance active",
-        )
-        endpoint = api.get(f"/v2/dedicated-inferences/{instance_id}").json()["dedicated_inference"]["endpoints"]
-    token = created["token"]
-    return {"id": instance_id, "url": endpoint["public_endpoint_fqdn"] + "/v1", "token": token["value"], "token_id": token["id"]}
+    found, token = create_active(server, "usage")
+    return {"id": found["id"], "url": found["endpoints"]["public_endpoint_fqdn"] + "/v1", "token": token["value"], "token_id": token["id"]}
 
 
 def post(instance: dict[str, Any], path: str, body: dict[str, Any], token: str | None = None) -> httpx.Response:

@@ -1,5 +1,6 @@
-"""Gateway tests that need a ready replica without an engine: a small real HTTP server stands in
-for the model server, and its replica row is written straight into the running server's database."""
+"""Rows written straight into a store, as the API and the controller would write them: an
+instance for store-level tests, and for gateway tests a ready replica whose model server is a
+small real HTTP server standing in for the engine."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
+from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from inferd.store.db import Database
-from inferd.store.tables import AcceleratorRow, ReplicaRow
+from inferd.store.tables import AcceleratorRow, DeploymentRow, InstanceRow, ReplicaRow, TeamRow
 from tests.support import specs
 from tests.support.server import Server, free_port
 from tests.support.waiting import wait_for
@@ -60,3 +62,21 @@ def stand_in_model_server() -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+def new_instance(database: Database, *, public: bool = True) -> str:
+    instance_id, deployment_id = str(uuid.uuid4()), str(uuid.uuid4())
+    with database.session() as session:
+        team = session.scalar(select(TeamRow.id).where(TeamRow.name == "feed"))
+        if team is None:
+            team = str(uuid.uuid4())
+            session.add(TeamRow(id=team, name="feed"))
+            session.flush()
+        session.add(InstanceRow(
+            id=instance_id, team_id=team, name=f"i-{instance_id[:8]}", region=specs.REGION, vpc_uuid=specs.VPC,
+            status="provisioning", pending_deployment_id=deployment_id, ca_cert_pem="cert", ca_key_sealed="",
+        ))
+        session.flush()
+        session.add(DeploymentRow(id=deployment_id, instance_id=instance_id, version=1,
+                                  spec=specs.spec(public=public), status="provisioning"))
+    return instance_id

@@ -23,16 +23,15 @@ from inferd.store.changes import ChangeFeed, prune
 from inferd.store.db import Database
 from inferd.store.tables import (
     AcceleratorRow,
-    DeploymentRow,
     InstanceChangeRow,
     InstanceRow,
     InstanceTokenRow,
     ReplicaRow,
-    TeamRow,
     utcnow,
 )
 from tests.conftest import database_url, migrated_database
 from tests.support import specs
+from tests.support.rows import new_instance
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -63,24 +62,6 @@ def postgres(database: Database) -> bool:
 
 
 # -- rows as the API and the controller write them ---------------------------------------------
-def new_instance(database: Database, *, public: bool = True) -> str:
-    instance_id, deployment_id = str(uuid.uuid4()), str(uuid.uuid4())
-    with database.session() as session:
-        team = session.scalar(select(TeamRow.id).where(TeamRow.name == "feed"))
-        if team is None:
-            team = str(uuid.uuid4())
-            session.add(TeamRow(id=team, name="feed"))
-            session.flush()
-        session.add(InstanceRow(
-            id=instance_id, team_id=team, name=f"i-{instance_id[:8]}", region=specs.REGION, vpc_uuid=specs.VPC,
-            status="provisioning", pending_deployment_id=deployment_id, ca_cert_pem="cert", ca_key_sealed="",
-        ))
-        session.flush()
-        session.add(DeploymentRow(id=deployment_id, instance_id=instance_id, version=1,
-                                  spec=specs.spec(public=public), status="provisioning"))
-    return instance_id
-
-
 def new_token(database: Database, instance_id: str) -> str:
     token_id = str(uuid.uuid4())
     with database.session() as session:

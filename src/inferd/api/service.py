@@ -19,7 +19,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from inferd.api import quotas
 from inferd.api.presenters import InstanceView
 from inferd.api.state import AppState
-from inferd.domain.errors import Conflict, InvalidInput
+from inferd.domain.errors import Conflict, InvalidInput, NotFound
 from inferd.domain.spec import (
     DeploymentSpec,
     SpecPatch,
@@ -60,22 +60,27 @@ class IssuedToken:
 
 
 def view_of(session: Session, instance: InstanceRow) -> InstanceView:
-    ids = {i for i in (instance.live_deployment_id, instance.pending_deployment_id) if i}
-    rows = repo.deployments_by_id(session, ids)
-    return InstanceView(
-        instance=instance,
-        live=rows.get(instance.live_deployment_id or ""),
-        pending=rows.get(instance.pending_deployment_id or ""),
-    )
+    """The instance with its deployments; NotFound when they are gone.
+
+    The instance and its deployments are read by two statements, and on PostgreSQL (read
+    committed) the controller may finish a delete between them: the instance row was read, its
+    deployments are gone. The instance no longer exists then, and the answer says so (404), as
+    the next request would."""
+    views = views_of(session, [instance])
+    if not views:
+        raise NotFound("instance not found")
+    return views[0]
 
 
 def views_of(session: Session, instances: list[InstanceRow]) -> list[InstanceView]:
+    """The instances with their deployments, leaving out those deleted meanwhile (see view_of)."""
     ids = {i for row in instances for i in (row.live_deployment_id, row.pending_deployment_id) if i}
     rows = repo.deployments_by_id(session, ids)
-    return [
+    views = (
         InstanceView(row, rows.get(row.live_deployment_id or ""), rows.get(row.pending_deployment_id or ""))
         for row in instances
-    ]
+    )
+    return [view for view in views if view.live is not None or view.pending is not None]
 
 
 def _issue_token(session: Session, instance: InstanceRow, name: str) -> IssuedToken:
