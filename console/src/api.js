@@ -1,17 +1,41 @@
 // The control-plane client: /v2/dedicated-inferences on this origin, bearer dop_v1_ token.
+import { retryAfterSeconds } from './polling.js';
 import { getToken } from './session.js';
 
 const BASE = '/v2/dedicated-inferences';
 let unauthorizedHandler = () => {};
+/** Epoch ms until which the API's rate limit refuses this token (after a 429); 0: not limited. */
+let limitedUntil = 0;
+const rateLimitListeners = new Set();
 
 /** An API answer other than 2xx, with DigitalOcean's error body {id, message, request_id}. */
 export class ApiError extends Error {
-  constructor(status, message, errorId, requestId) {
+  constructor(status, message, errorId, requestId, retryAfter = null) {
     super(message);
     this.status = status;
     this.errorId = errorId;
     this.requestId = requestId;
+    /** Seconds to wait before trying again (429 only). */
+    this.retryAfter = retryAfter;
   }
+}
+
+/** When the API will take this token's requests again (epoch ms; 0 or past: now). */
+export function rateLimitedUntil() {
+  return limitedUntil;
+}
+
+/** listener(untilMs) is called on each 429 that pushes the wait further; returns the unsubscriber. */
+export function onRateLimited(listener) {
+  rateLimitListeners.add(listener);
+  return () => rateLimitListeners.delete(listener);
+}
+
+function noteRateLimited(seconds) {
+  const until = Date.now() + seconds * 1000;
+  if (until <= limitedUntil) return;
+  limitedUntil = until;
+  for (const listener of rateLimitListeners) listener(until);
 }
 
 /** Called when the API refuses the session's token (401): the app signs out. */
@@ -50,13 +74,16 @@ async function request(method, path, { body, query, token } = {}) {
   }
   if (!response.ok) {
     const requestId = data?.request_id ?? response.headers.get('x-request-id');
+    const retryAfter = response.status === 429 ? retryAfterSeconds((name) => response.headers.get(name)) : null;
     const error = new ApiError(
       response.status,
       data?.message ?? `${response.status} ${response.statusText}`,
       data?.id ?? 'error',
       requestId,
+      retryAfter,
     );
     if (response.status === 401 && token === undefined) unauthorizedHandler(error);
+    if (retryAfter !== null && token === undefined) noteRateLimited(retryAfter);
     throw error;
   }
   return data;
@@ -94,5 +121,7 @@ export const api = {
 /** One line for an error: the message, and the request id to quote to an operator. */
 export function describeError(error) {
   if (!(error instanceof ApiError)) return String(error?.message ?? error);
-  return error.requestId ? `${error.message} (request id ${error.requestId})` : error.message;
+  let text = error.requestId ? `${error.message} (request id ${error.requestId})` : error.message;
+  if (error.retryAfter !== null) text += ` Try again in ${error.retryAfter} s.`;
+  return text;
 }

@@ -4,46 +4,26 @@ import uPlot from 'uplot';
 import { api } from './api.js';
 import { html } from './html.js';
 import { POLL_SECONDS, WINDOW_SECONDS, addSample, formatNumber, rates, summarize } from './metrics.js';
-import { ErrorMessage } from './ui.js';
+import { ErrorMessage, usePoll } from './ui.js';
 
 /** Samples per instance, kept while the tab lives so that leaving a page keeps its history. */
 const history = new Map();
 
-/** Poll the instance's counters every 2 s: {samples, latest, unavailable, error}. */
+/**
+ * Poll the instance's counters every POLL_SECONDS (not while the tab is hidden nor while the API
+ * refuses the token with 429): {samples, latest, unavailable, error}.
+ */
 export function useMetrics(id) {
-  const [state, setState] = useState(() => ({ samples: history.get(id) ?? [], latest: null, unavailable: null, error: null }));
+  const { data, error } = usePoll(() => api.metrics(id), POLL_SECONDS * 1000, [id]);
+  const [samples, setSamples] = useState(() => history.get(id) ?? []);
   useEffect(() => {
-    let stopped = false;
-    let timer;
-    const run = async () => {
-      if (document.hidden) {
-        // no polls from a hidden tab (they count against the API rate limit); the gap shows as one
-        timer = setTimeout(run, POLL_SECONDS * 1000);
-        return;
-      }
-      try {
-        const answer = await api.metrics(id);
-        if (stopped) return;
-        if (answer.available === false) {
-          setState((s) => ({ ...s, unavailable: answer.message || 'The gateway metrics could not be read.', error: null }));
-        } else {
-          const samples = addSample(history.get(id) ?? [], answer);
-          history.set(id, samples);
-          setState({ samples, latest: answer, unavailable: null, error: null });
-        }
-      } catch (error) {
-        if (!stopped) setState((s) => ({ ...s, error }));
-      } finally {
-        if (!stopped) timer = setTimeout(run, POLL_SECONDS * 1000);
-      }
-    };
-    run();
-    return () => {
-      stopped = true;
-      clearTimeout(timer);
-    };
-  }, [id]);
-  return state;
+    if (!data || data.available === false) return;
+    const next = addSample(history.get(id) ?? [], data);
+    history.set(id, next);
+    setSamples(next);
+  }, [data]);
+  const unavailable = data?.available === false ? data.message || 'The gateway metrics could not be read.' : null;
+  return { samples, latest: unavailable ? null : data ?? null, unavailable, error };
 }
 
 function cssColor(name, fallback) {
@@ -51,13 +31,16 @@ function cssColor(name, fallback) {
   return value || fallback;
 }
 
-function timeRange(_u, min, max) {
-  if (min === null || max === null) {
-    const now = Date.now() / 1000;
-    return [now - 60, now];
-  }
-  const start = Math.max(min, max - WINDOW_SECONDS);
-  return max - start < 60 ? [max - 60, max] : [start, max];
+/**
+ * The x range: the window up to the last sample, at least a minute wide. Read from the data, not
+ * from uPlot's min and max: with a single point uPlot pads those far around it (years, for epoch
+ * seconds), which drew the first point off the chart under a date in the future.
+ */
+function timeRange(u) {
+  const t = u.data[0];
+  const last = t.length ? t[t.length - 1] : Date.now() / 1000;
+  const start = Math.max(t.length ? t[0] : last, last - WINDOW_SECONDS);
+  return last - start < 60 ? [last - 60, last] : [start, last];
 }
 
 /** One chart: a figure whose caption says the numbers (the canvas is decoration for AT). */

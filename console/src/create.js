@@ -13,6 +13,11 @@ function randomSuffix() {
   return [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/** A form control's name for people: its label's text. */
+function fieldName(element) {
+  return element.labels?.[0]?.textContent.trim() || element.name;
+}
+
 function fitting(sizes, model, region) {
   if (!sizes || !model) return [];
   return sizes.sizes.filter((s) => s.region === region && model.gpu_slugs.includes(s.gpu_slug));
@@ -33,6 +38,7 @@ export function CreateForm() {
     workload: '{}',
   });
   const [error, setError] = useState(null);
+  const [problems, setProblems] = useState([]); // [{id, text}] of the controls the last submit found wrong
   const [busy, setBusy] = useState(false);
   const [created, setCreated] = useState(null);
   const errorRef = useRef();
@@ -51,6 +57,16 @@ export function CreateForm() {
 
   const model = useMemo(() => catalog?.models.find((m) => m.model_slug === form.model), [catalog, form.model]);
   const choices = useMemo(() => fitting(catalog?.sizes, model, form.region), [catalog, model, form.region]);
+  // The Hugging Face token field exists only for a gated model: once it is gone, so is its complaint.
+  const invalid = problems.filter((field) => field.id !== 'create-hf-token' || model?.is_gated_model);
+  const message = invalid.length > 0 ? invalid.map((field) => field.text).join(' ') : error;
+
+  /** aria-invalid and aria-describedby of a control: the form's error names it when it is wrong. */
+  const check = (id, hint) => {
+    const wrong = invalid.some((field) => field.id === id);
+    const describedBy = [hint, wrong ? 'create-error' : null].filter(Boolean).join(' ');
+    return { 'aria-invalid': wrong ? 'true' : undefined, 'aria-describedby': describedBy || undefined };
+  };
 
   // Keep the accelerator valid when the region or model changes.
   useEffect(() => {
@@ -63,6 +79,7 @@ export function CreateForm() {
     const target = event.currentTarget;
     const value = target.type === 'checkbox' ? target.checked : target.value;
     setForm((f) => ({ ...f, [field]: value }));
+    setProblems((fields) => fields.filter((f) => f.id !== target.id));
   };
 
   const fail = (message) => {
@@ -74,6 +91,14 @@ export function CreateForm() {
   const submit = async (event) => {
     event.preventDefault();
     setError(null);
+    // The form checks itself (noValidate): the browser's bubbles name no field and vanish, so the
+    // error line names each field that is wrong, and focus goes to the first one.
+    const wrong = [...event.currentTarget.elements].filter((element) => element.willValidate && !element.checkValidity());
+    setProblems(wrong.map((element) => ({ id: element.id, text: `${fieldName(element)}: ${element.validationMessage}` })));
+    if (wrong.length > 0) {
+      wrong[0].focus();
+      return;
+    }
     let workloadConfig;
     try {
       workloadConfig = JSON.parse(form.workload.trim() || '{}');
@@ -118,13 +143,13 @@ export function CreateForm() {
     <${ErrorMessage} error=${loadError} prefix="Could not load what this installation offers" />
     ${!catalog && !loadError ? html`<p class="muted" role="status">Loading regions, accelerators and models…</p>` : null}
     ${catalog
-      ? html`<form class="card stack" onSubmit=${submit} aria-describedby=${error ? 'create-error' : undefined}>
-          ${error ? html`<p id="create-error" class="error" role="alert" tabindex="-1" ref=${errorRef}>${error}</p>` : null}
+      ? html`<form class="card stack" onSubmit=${submit} noValidate aria-describedby=${message ? 'create-error' : undefined}>
+          ${message ? html`<p id="create-error" class="error" role="alert" tabindex="-1" ref=${errorRef}>${message}</p>` : null}
           <div class="grid two">
             <div class="field">
               <label for="create-name">Name</label>
               <input id="create-name" name="name" required maxlength="255" pattern=${NAME_PATTERN} autocomplete="off"
-                aria-describedby="create-name-hint" value=${form.name} onInput=${set('name')} />
+                ...${check('create-name', 'create-name-hint')} value=${form.name} onInput=${set('name')} />
               <p id="create-name-hint" class="hint">Letters, digits, - and _; unique in your team.</p>
             </div>
             <div class="field">
@@ -164,12 +189,12 @@ export function CreateForm() {
             <div class="field">
               <label for="create-scale">Scale (replicas)</label>
               <input id="create-scale" name="scale" type="number" inputmode="numeric" min="1" max="1000" step="1" required
-                value=${form.scale} onInput=${set('scale')} />
+                ...${check('create-scale')} value=${form.scale} onInput=${set('scale')} />
             </div>
             <div class="field">
               <label for="create-vpc">VPC UUID</label>
               <input id="create-vpc" name="vpc" required autocomplete="off" spellcheck="false" class="mono"
-                aria-describedby="create-vpc-hint" value=${form.vpc} onInput=${set('vpc')} />
+                ...${check('create-vpc', 'create-vpc-hint')} value=${form.vpc} onInput=${set('vpc')} />
               <p id="create-vpc-hint" class="hint">The network the private endpoint belongs to; fixed for the instance's life.</p>
             </div>
           </div>
@@ -184,7 +209,7 @@ export function CreateForm() {
             ? html`<div class="field">
                 <label for="create-hf-token">Hugging Face token</label>
                 <input id="create-hf-token" name="hf_token" type="password" required autocomplete="off" spellcheck="false"
-                  aria-describedby="create-hf-hint" value=${form.hfToken} onInput=${set('hfToken')} />
+                  ...${check('create-hf-token', 'create-hf-hint')} value=${form.hfToken} onInput=${set('hfToken')} />
                 <p id="create-hf-hint" class="hint">${model.model_name} is a gated model: inferd downloads it with your token,
                   stores the token encrypted and never shows it again.</p>
               </div>`

@@ -4,11 +4,12 @@ import { api, ApiError } from './api.js';
 import { TrafficCharts, useMetrics } from './charts.js';
 import { html } from './html.js';
 import { Playground } from './playground.js';
+import { CHANGING_MS, SETTLED_MS, isSettled } from './polling.js';
 import { Link } from './router.js';
 import { Settings } from './settings.js';
 import { curlSnippet, pythonSnippet, snippetEndpoint } from './snippets.js';
 import { TokensPanel } from './tokens.js';
-import { CopyButton, ErrorMessage, StatusBadge, Time, desiredSpec, pollInterval, usePoll } from './ui.js';
+import { CopyButton, ErrorMessage, StatusBadge, Time, desiredSpec, usePoll } from './ui.js';
 
 const TABS = [
   ['overview', 'Overview'],
@@ -17,13 +18,16 @@ const TABS = [
   ['settings', 'Settings'],
 ];
 
+/** Poll an instance often while it changes, every 10 s once settled, no more once it is gone. */
+function instanceInterval(instance, error) {
+  if (error instanceof ApiError && error.status === 404) return 0;
+  return instance && isSettled(instance) ? SETTLED_MS : CHANGING_MS;
+}
+
 export function InstancePage({ id, tab }) {
-  const [every, setEvery] = useState(2000);
-  const { data: instance, error, refresh } = usePoll(() => api.getInstance(id), every, [id]);
-  const status = instance?.status;
-  useEffect(() => {
-    if (status) setEvery(pollInterval([status]));
-  }, [status]);
+  const { data: instance, error, refresh } = usePoll(() => api.getInstance(id), instanceInterval, [id]);
+  // The charts keep sampling on every tab of the page, so that coming back to Overview shows
+  // what happened meanwhile (a chat in the playground, say).
   const metrics = useMetrics(id);
   const gone = error instanceof ApiError && error.status === 404;
   const spec = instance && !gone ? desiredSpec(instance) : null;
@@ -128,6 +132,8 @@ function Endpoints({ instance }) {
   </section>`;
 }
 
+// A code block may scroll sideways, so it is focusable (keyboard scrolling) and therefore a named
+// region: aria-labelledby alone is not allowed on a <pre>, whose role is generic.
 function Snippets({ instance }) {
   const model = desiredSpec(instance).model_deployments[0]?.model_slug ?? '';
   const curl = curlSnippet(instance, model);
@@ -140,11 +146,11 @@ function Snippets({ instance }) {
       : ''}.</p>
     <div class="snippet">
       <div class="snippet-head"><h3 id="snippet-curl">curl</h3><${CopyButton} text=${curl} what="curl command" /></div>
-      <pre aria-labelledby="snippet-curl" tabindex="0"><code>${curl}</code></pre>
+      <pre role="region" aria-labelledby="snippet-curl" tabindex="0"><code>${curl}</code></pre>
     </div>
     <div class="snippet">
       <div class="snippet-head"><h3 id="snippet-python">Python (openai)</h3><${CopyButton} text=${python} what="Python snippet" /></div>
-      <pre aria-labelledby="snippet-python" tabindex="0"><code>${python}</code></pre>
+      <pre role="region" aria-labelledby="snippet-python" tabindex="0"><code>${python}</code></pre>
     </div>
   </section>`;
 }
@@ -200,13 +206,22 @@ function Spec({ instance }) {
       : null}
     <details>
       <summary>Instance as JSON</summary>
-      <pre tabindex="0"><code>${JSON.stringify(instance, null, 2)}</code></pre>
+      <pre role="region" aria-label="Instance as JSON" tabindex="0"><code>${JSON.stringify(instance, null, 2)}</code></pre>
     </details>
   </section>`;
 }
 
 function Replicas({ instance }) {
-  const { data, error } = usePoll(() => api.accelerators(instance.id), pollInterval([instance.status]), [instance.id]);
+  const every = isSettled(instance) ? SETTLED_MS : CHANGING_MS;
+  const { data, error, refresh } = usePoll(() => api.accelerators(instance.id), every, [instance.id]);
+  // Accelerators come and go with the instance's changes: read them again as soon as it changes.
+  const change = `${instance.status} ${instance.updated_at} ${instance.pending_deployment_spec?.version ?? ''}`;
+  const seen = useRef(change);
+  useEffect(() => {
+    if (seen.current === change) return;
+    seen.current = change;
+    refresh();
+  }, [change]);
   return html`<section class="card" aria-labelledby="replicas-title">
     <h2 id="replicas-title">Replicas and accelerators</h2>
     <${ErrorMessage} error=${error} prefix="Could not load the accelerators" />

@@ -1,9 +1,9 @@
 // The team's instances with their live status (polled).
-import { useEffect, useState } from 'preact/hooks';
 import { api } from './api.js';
 import { html } from './html.js';
+import { pollInterval } from './polling.js';
 import { Link } from './router.js';
-import { ErrorMessage, StatusBadge, Time, acceleratorSummary, desiredSpec, modelSummary, pollInterval, usePoll } from './ui.js';
+import { ErrorMessage, StatusBadge, Time, acceleratorSummary, desiredSpec, modelSummary, usePoll } from './ui.js';
 
 function summary(instances) {
   if (instances.length === 0) return 'No instances.';
@@ -14,12 +14,9 @@ function summary(instances) {
 }
 
 export function InstanceList({ flash }) {
-  const [every, setEvery] = useState(2000);
-  const { data, error, loading } = usePoll(api.listInstances, every);
+  // every 2 s while an instance changes, every 10 s once all are settled
+  const { data, error, loading } = usePoll(api.listInstances, (instances) => pollInterval(instances ?? []));
   const instances = data ?? [];
-  useEffect(() => {
-    if (data) setEvery(pollInterval(data.map((i) => i.status)));
-  }, [data]);
   return html`<section aria-labelledby="list-title">
     <div class="page-head">
       <h1 id="list-title" tabindex="-1">Instances</h1>

@@ -9,6 +9,7 @@ import { InstancePage } from './instance.js';
 import { InstanceList } from './list.js';
 import { Link, navigate, useRoute } from './router.js';
 import { clearSession, getToken } from './session.js';
+import { RateLimitNotice } from './ui.js';
 
 const TITLES = { list: 'Instances', create: 'Create an instance', instance: 'Instance', 'not-found': 'Not found' };
 
@@ -75,7 +76,7 @@ function App() {
         <button type="button" class="button secondary small" onClick=${signOut}>Sign out</button>
       </div>
     </header>
-    <main id="main" ref=${main} tabindex="-1">${page}</main>
+    <main id="main" ref=${main} tabindex="-1"><${RateLimitNotice} />${page}</main>
     <footer class="footer">
       <a href="/v2/docs">API reference</a>
       <a href="/console/assets/third-party-licenses.txt">Third-party licenses</a>

@@ -5,10 +5,16 @@
 // histogram's Δsum/Δcount (blank when no request started streaming in it), and its p95 is read
 // from the Δ of the cumulative buckets as Prometheus' histogram_quantile() does.
 
-export const WINDOW_SECONDS = 300;
-export const POLL_SECONDS = 2;
-/** Two samples further apart than this (the page was away) draw a gap, not a long average. */
-const GAP_SECONDS = 5 * POLL_SECONDS;
+/** The charts show the last ten minutes. */
+export const WINDOW_SECONDS = 600;
+/** One sample every 5 s: 12 API requests a minute per open instance page (see docs/console.md). */
+export const POLL_SECONDS = 5;
+/**
+ * Two samples further apart than this (the tab was hidden, the API refused polls with 429) draw
+ * a gap, not a long average. Polls start some time after the previous answer, so a few seconds
+ * late is normal.
+ */
+export const GAP_SECONDS = 3 * POLL_SECONDS;
 
 /** samples plus a new one, in time order, trimmed to the window (a copy; inputs unchanged). */
 export function addSample(samples, sample) {

@@ -1,18 +1,26 @@
 // Small shared pieces: polling, status badges, copy buttons, errors, confirmation dialogs.
 import { useEffect, useId, useRef, useState } from 'preact/hooks';
-import { describeError } from './api.js';
+import { ApiError, describeError, onRateLimited, rateLimitedUntil } from './api.js';
 import { html } from './html.js';
+import { nextPollDelay } from './polling.js';
 
 /**
- * Load now, then every intervalMs (after each answer, so slow answers never pile up), skipping
- * the loads while the browser tab is hidden: polls count against the token's API rate limit.
- * Returns {data, error, loading, refresh}; data keeps its last value through errors.
+ * Load now, then again some time after each answer (so slow answers never pile up): interval is
+ * milliseconds, or a function (data, error) => milliseconds of the last answer; 0 loads once.
+ * Nothing is loaded while the browser tab is hidden (the poll resumes, if due, when it is shown)
+ * nor while the API's rate limit refuses the token (after a 429 it resumes when the limit
+ * lifts): every poll counts against the token's API budget. A 429 is not an error here (the app
+ * shows one notice for it). Returns {data, error, loading, refresh}; data keeps its last value
+ * through errors; refresh() loads now.
  */
-export function usePoll(load, intervalMs, deps = []) {
+export function usePoll(load, interval, deps = []) {
   const [state, setState] = useState({ data: undefined, error: null, loading: true });
   const [tick, setTick] = useState(0);
   const loadRef = useRef(load);
   loadRef.current = load;
+  const intervalRef = useRef(interval);
+  intervalRef.current = interval;
+  const reschedule = useRef(() => {});
   const depsKey = JSON.stringify(deps);
   const lastKey = useRef(depsKey);
   useEffect(() => {
@@ -22,36 +30,83 @@ export function usePoll(load, intervalMs, deps = []) {
     }
     let stopped = false;
     let loaded = false;
+    let busy = false;
+    let limited = false;
+    let lastDone = null;
+    let last = { data: undefined, error: null };
     let timer;
+    const schedule = () => {
+      clearTimeout(timer);
+      if (stopped || busy || (document.hidden && loaded)) return; // hidden: visibilitychange resumes
+      const every = typeof intervalRef.current === 'function' ? intervalRef.current(last.data, last.error) : intervalRef.current;
+      if (!every && !limited && lastDone !== null) return; // loads once: done
+      // refused with 429: again as soon as the limit lifts (what it shows is out of date by then)
+      const delay = nextPollDelay({ lastDoneMs: lastDone, intervalMs: limited ? 0 : every, limitedUntilMs: rateLimitedUntil(), nowMs: Date.now() });
+      timer = setTimeout(run, delay);
+    };
     const run = async () => {
-      if (document.hidden && loaded) {
-        timer = setTimeout(run, intervalMs || 1000);
+      if (stopped || busy || (document.hidden && loaded)) return;
+      if (rateLimitedUntil() > Date.now()) {
+        schedule();
         return;
       }
+      busy = true;
       try {
         const data = await loadRef.current();
         loaded = true;
+        limited = false;
+        last = { data, error: null };
         if (!stopped) setState({ data, error: null, loading: false });
       } catch (error) {
-        if (!stopped) setState((previous) => ({ data: previous.data, error, loading: false }));
+        limited = error instanceof ApiError && error.status === 429;
+        const shown = limited ? null : error;
+        last = { data: last.data, error: shown };
+        if (!stopped) setState((previous) => ({ data: previous.data, error: shown, loading: false }));
+      } finally {
+        busy = false;
+        lastDone = Date.now();
       }
-      if (!stopped && intervalMs) timer = setTimeout(run, intervalMs);
+      schedule();
     };
     run();
-    const onVisible = () => {
-      if (!document.hidden && loaded && intervalMs) {
-        clearTimeout(timer);
-        run();
-      }
+    const onVisibility = () => {
+      if (!document.hidden) schedule();
     };
-    document.addEventListener('visibilitychange', onVisible);
+    document.addEventListener('visibilitychange', onVisibility);
+    reschedule.current = schedule;
     return () => {
-      document.removeEventListener('visibilitychange', onVisible);
+      document.removeEventListener('visibilitychange', onVisibility);
       stopped = true;
       clearTimeout(timer);
+      reschedule.current = () => {};
     };
-  }, [depsKey, tick, intervalMs]);
+  }, [depsKey, tick]);
+  // A new interval (the instance started changing) applies from the last answer, not after the old one.
+  const intervalKey = typeof interval === 'function' ? 'function' : interval;
+  useEffect(() => reschedule.current(), [intervalKey]);
   return { ...state, refresh: () => setTick((t) => t + 1) };
+}
+
+/** One notice while the API's rate limit refuses this token (429), instead of an error per poll. */
+export function RateLimitNotice() {
+  const [until, setUntil] = useState(rateLimitedUntil);
+  useEffect(() => onRateLimited(setUntil), []);
+  useEffect(() => {
+    const left = until - Date.now();
+    if (left <= 0) return undefined;
+    const timer = setTimeout(() => setUntil(0), left);
+    return () => clearTimeout(timer);
+  }, [until]);
+  const active = until > Date.now();
+  return html`<div role="status" class="rate-limit-slot">
+    ${active
+      ? html`<p class="notice warn" id="rate-limit-notice">
+          This token has used up its API budget for now (429 Too Many Requests). Live updates pause until
+          ${' '}<time datetime=${new Date(until).toISOString()}>${new Date(until).toLocaleTimeString()}</time> and then resume by
+          themselves; changes may be refused until then.
+        </p>`
+      : null}
+  </div>`;
 }
 
 const STATUS_TEXT = {
@@ -87,9 +142,11 @@ export function CopyButton({ text, what, label = 'Copy' }) {
     clearTimeout(timer.current);
     timer.current = setTimeout(() => setNote(''), 2500);
   };
-  return html`<button type="button" class="button secondary small" onClick=${copy} aria-label=${`Copy ${what}`}>
-      ${note.startsWith('Copied') ? 'Copied' : label}
-    </button><span class="visually-hidden" role="status">${note}</span>`;
+  // The button keeps its text (and so its name) while the note beside it says what happened.
+  return html`<button type="button" class="button secondary small" onClick=${copy} aria-label=${`Copy ${what}`}>${label}</button
+    ><span class="copy-note" role="status">${note === `Copied ${what}`
+      ? html`Copied<span class="visually-hidden"> ${what}</span>`
+      : note}</span>`;
 }
 
 /** An error as one line, announced to screen readers. */
@@ -144,13 +201,6 @@ export function acceleratorSummary(spec) {
 
 export function modelSummary(spec) {
   return (spec?.model_deployments ?? []).map((d) => d.model_slug).join(', ');
-}
-
-const SETTLED = new Set(['active', 'error']);
-
-/** How often to poll an instance: often while it changes, less once it has settled. */
-export function pollInterval(statuses) {
-  return statuses.every((s) => SETTLED.has(s)) ? 5000 : 2000;
 }
 
 /** The spec the instance is heading to: the pending deployment's, else the live one. */

@@ -1,7 +1,7 @@
 // node --test: the arithmetic behind the charts.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { WINDOW_SECONDS, addSample, formatNumber, histogramQuantile, rates, summarize } from '../src/metrics.js';
+import { GAP_SECONDS, POLL_SECONDS, WINDOW_SECONDS, addSample, formatNumber, histogramQuantile, rates, summarize } from '../src/metrics.js';
 
 function sample(t, requests, completion, ttftCount, ttftSum, extra = {}) {
   return {
@@ -39,6 +39,13 @@ test('a counter that goes down (gateway restart) or a long pause draws a gap', (
   assert.deepEqual(r.ttftMean.map((v) => (v === null ? null : Math.round(v))), [null, 100, null]);
 });
 
+test('a poll a little late is no gap; one missed for longer (hidden tab, 429) is', () => {
+  const late = POLL_SECONDS + 2; // the next poll starts POLL_SECONDS after the previous answer
+  const r = rates([sample(0, 0, 0, 0, 0), sample(late, 7, 0, 0, 0), sample(late + GAP_SECONDS + 1, 7, 0, 0, 0)]);
+  assert.deepEqual(r.requests, [1, null]);
+  assert.ok(GAP_SECONDS >= 2 * POLL_SECONDS);
+});
+
 test('p95 of the interval comes from the difference of cumulative buckets', () => {
   const buckets = (a, b, c) => [
     { le: 0.05, count: a },
@@ -56,10 +63,12 @@ test('p95 of the interval comes from the difference of cumulative buckets', () =
 
 test('samples are kept for the window, in order, without duplicates', () => {
   let samples = [];
-  for (let t = 0; t <= 1000; t += 2) samples = addSample(samples, sample(t, t, t, 0, 0));
-  assert.ok(samples[samples.length - 1].sampled_at === 1000);
-  assert.ok(samples[0].sampled_at >= 1000 - WINDOW_SECONDS - 10);
-  assert.equal(addSample(samples, sample(1000, 0, 0, 0, 0)), samples);
+  for (let t = 0; t <= 2000; t += POLL_SECONDS) samples = addSample(samples, sample(t, t, t, 0, 0));
+  assert.ok(samples[samples.length - 1].sampled_at === 2000);
+  assert.ok(samples[0].sampled_at >= 2000 - WINDOW_SECONDS - GAP_SECONDS);
+  assert.ok(samples[0].sampled_at <= 2000 - WINDOW_SECONDS); // the whole window is drawn
+  assert.equal(WINDOW_SECONDS, 600);
+  assert.equal(addSample(samples, sample(2000, 0, 0, 0, 0)), samples);
 });
 
 test('summaries and formatting', () => {

@@ -1,10 +1,12 @@
 """The web console (/console) in a real headless browser against a real inferd.
 
-One ``inferd serve`` (API + controller + gateway, SQLite, llama.cpp replicas) for the module and
-Debian's chromium driven by Playwright. The tests run in order as one user's session: sign in,
-create an instance through the form, watch it become active, chat in the playground (streamed
-through the instance's public endpoint), see the traffic in the charts, create and revoke a
-token, scale, check another team sees nothing, a narrow screen, delete, sign out.
+One ``inferd serve`` (API + controller + gateway, SQLite, llama.cpp replicas; the packaged catalog
+plus a gated model that is offered, never deployed) for the module and Debian's chromium driven
+by Playwright. The tests run in order as one user's session: sign in, see the gated model ask for
+a Hugging Face token, create an instance through the form, watch it become active, chat in the
+playground (streamed through the instance's public endpoint), see the traffic in the charts, ride
+out a 429, create and revoke a token, scale, check another team sees nothing, a narrow screen,
+delete, sign out. Each page is also checked with axe-core (no serious or critical violation).
 
 ``INFERD_CONSOLE_SCREENSHOTS=1`` also saves a screenshot of each page under docs/console/ (the
 pictures in docs/console.md); CI leaves them alone.
@@ -15,9 +17,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,11 +40,23 @@ if not CHROMIUM.exists() and not os.environ.get("CI"):
         allow_module_level=True,
     )
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright  # noqa: E402
 
-from tests.support.browser import SCREENSHOTS, Session, shot, some_traffic  # noqa: E402
+from tests.support.browser import SCREENSHOTS, Session, assert_accessible, shot, some_traffic, wait_while_browsing  # noqa: E402
 
 NAME = "console-e2e"
+GATED = "inferd-tests/gated-chat"
+GATED_MODEL = f"""
+# Added by tests/e2e/test_console.py: a gated model, so that the create form asks for a Hugging
+# Face token. Never deployed (no hub is reachable from the tests); only offered.
+[[models]]
+slug = "{GATED}"
+name = "Gated test model"
+provider = "hugging_face"
+gated = true
+accelerator_slugs = ["{specs.SLUG}"]
+sources = {{ "llama.cpp" = "hf:inferd-tests/gated-chat" }}
+"""
 expect.set_options(timeout=20_000)  # a shared 2-core machine: pages and polls may take a while
 POSITIVE = re.compile(r"^(?:[1-9]|0\.0*[1-9])")
 """A number above zero, as the charts' data-peak attribute writes it."""
@@ -52,10 +66,14 @@ POSITIVE = re.compile(r"^(?:[1-9]|0\.0*[1-9])")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     build = subprocess.run(["bash", "scripts/build-console.sh"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, f"scripts/build-console.sh failed:\n{build.stdout}\n{build.stderr}"
+    directory = tmp_path_factory.mktemp("console")
+    # the packaged default catalog (SmolLM2 first, so still the form's default) and a gated model
+    catalog = directory / "catalog.toml"
+    catalog.write_text((REPO / "src" / "inferd" / "config" / "default_catalog.toml").read_text() + GATED_MODEL)
     with running_server(
-        "sqlite", tmp_path_factory.mktemp("console") / "inferd", controller=True, gateway=True,
+        "sqlite", directory / "inferd", controller=True, gateway=True,
         INFERD_RATE_LIMIT_PER_MINUTE="100000", INFERD_RATE_LIMIT_PER_HOUR="1000000",
-        INFERD_METRICS_PORT=str(free_port()),
+        INFERD_METRICS_PORT=str(free_port()), INFERD_CATALOG_FILE=str(catalog),
     ) as srv:
         yield srv
 
@@ -115,37 +133,11 @@ def test_the_console_is_served_with_strict_headers(server: Server) -> None:
         assert http.get("/v2/dedicated-inferences").status_code == 401  # the API is untouched
 
 
-def test_without_a_build_the_console_says_how_to_make_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from fastapi import FastAPI
-    from fastapi.testclient import TestClient
-
-    from inferd.api import console
-
-    monkeypatch.setattr(console, "ASSETS_DIR", tmp_path / "not-built")
-    app = FastAPI()
-    app.include_router(console.router)
-    with TestClient(app) as http:
-        answer = http.get("/console/instances/6b5c619c-359c-44ca-87e2-47e98170c01d")
-        assert answer.status_code == 503 and "make console" in answer.text
-        assert answer.headers["content-security-policy"] == console.CONTENT_SECURITY_POLICY
-        assert http.get("/console/assets/main-AAAAAAAA.js").status_code == 404
-
-
-def test_the_console_arithmetic_and_stream_parser() -> None:
-    """console/test/*.test.js: rates from counters, TTFT quantiles, the SSE parser (node --test)."""
-    node = shutil.which("node")
-    if node is None:
-        if os.environ.get("CI"):
-            pytest.fail("node is not installed")
-        pytest.skip("node is not installed")
-    result = subprocess.run([node, "--test", "test/"], cwd=REPO / "console", capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def test_sign_in_refuses_a_wrong_token(user: Session) -> None:
     page = user.page
     page.goto("/console")
     expect(page.get_by_label("API token")).to_be_focused()
+    assert_accessible(page, "the sign-in page")
     shot(page, "sign-in")
     page.get_by_label("API token").fill("dop_v1_" + "0" * 64)
     page.keyboard.press("Enter")
@@ -155,8 +147,34 @@ def test_sign_in_refuses_a_wrong_token(user: Session) -> None:
     expect(page.get_by_role("alert")).to_contain_text("dop_v1_ followed by 64")
     user.sign_in(user.server.admin_token)
     expect(page.get_by_text("This team has no Dedicated Inference instance yet.")).to_be_visible()
+    assert_accessible(page, "the empty list")
     assert page.evaluate("sessionStorage.getItem('inferd.token')") == user.server.admin_token
     assert page.evaluate("localStorage.length") == 0 and page.context.cookies() == []
+
+
+def test_a_gated_model_asks_for_a_hugging_face_token(user: Session) -> None:
+    page = user.page
+    page.get_by_role("link", name="Create instance").first.click()
+    expect(page.get_by_label("Model")).to_have_value(specs.MODEL)
+    expect(page.get_by_label("Hugging Face token")).to_have_count(0)
+    page.get_by_label("Model").select_option(GATED)
+    token = page.get_by_label("Hugging Face token")
+    expect(token).to_be_visible()
+    expect(token).to_have_attribute("type", "password")
+    expect(token).to_have_js_property("required", True)
+    expect(token).to_have_accessible_description(re.compile("Gated test model is a gated model"))
+    # submitted empty: the form says which field is missing, marks it and puts the focus on it
+    page.get_by_role("button", name="Create instance").click()
+    expect(page.get_by_role("alert")).to_contain_text("Hugging Face token:")
+    expect(token).to_be_focused()
+    expect(token).to_have_attribute("aria-invalid", "true")
+    assert_accessible(page, "the create form of a gated model, refused")
+    # back to SmolLM2: no token field, no complaint about it
+    page.get_by_label("Model").select_option(specs.MODEL)
+    expect(page.get_by_label("Hugging Face token")).to_have_count(0)
+    expect(page.get_by_role("alert")).to_have_count(0)
+    page.get_by_role("link", name="Cancel").click()
+    expect(page.get_by_text("This team has no Dedicated Inference instance yet.")).to_be_visible()  # nothing created
 
 
 def test_create_an_instance_through_the_form(user: Session, shared: dict[str, Any]) -> None:
@@ -170,6 +188,7 @@ def test_create_an_instance_through_the_form(user: Session, shared: dict[str, An
     expect(page.get_by_label("Public endpoint")).to_be_checked()
     expect(page.get_by_label("Hugging Face token")).to_have_count(0)  # the model is not gated
     page.get_by_label("Name").fill(NAME)
+    assert_accessible(page, "the create form")
     shot(page, "create")
     page.get_by_role("button", name="Create instance").click()
 
@@ -185,6 +204,7 @@ def test_create_an_instance_through_the_form(user: Session, shared: dict[str, An
     expect(row.get_by_role("link", name=NAME)).to_be_visible()
     expect(row.locator("[data-status]")).to_have_text("active", timeout=90_000)  # the list polls
     expect(page.locator("#list-summary")).to_have_text("1 instance: 1 active.")
+    assert_accessible(page, "the list")
     shot(page, "instances")
 
     row.get_by_role("link", name=NAME).click()
@@ -220,6 +240,7 @@ def test_the_playground_streams_through_the_public_endpoint(user: Session, share
     assert len({n for n in partials if n > 0}) >= 2, partials
     expect(page.locator("#playground-status")).to_contain_text("first token after")
     expect(page.get_by_label("Message")).to_be_focused()
+    assert_accessible(page, "the playground")
     shot(page, "playground")
     # a second turn keeps the conversation
     page.get_by_label("Message").fill("Thank you!")
@@ -246,6 +267,7 @@ def test_the_charts_show_the_traffic(user: Session, shared: dict[str, Any]) -> N
     expect(snippet.locator("pre").first).to_contain_text(f"curl -s {endpoint}/v1/chat/completions")
     expect(snippet.locator("pre").nth(1)).to_contain_text(f'base_url="{endpoint}/v1"')
     expect(snippet.locator("pre").nth(1)).to_contain_text(specs.MODEL)
+    assert_accessible(page, "the instance's overview with its charts")
     if SCREENSHOTS:  # a fuller picture for the docs: some seconds of traffic
         token = json.loads(page.evaluate(f"sessionStorage.getItem('inferd.playground.{shared['id']}')"))["value"]
         traffic = threading.Thread(target=some_traffic, args=(endpoint, token))
@@ -254,6 +276,36 @@ def test_the_charts_show_the_traffic(user: Session, shared: dict[str, Any]) -> N
         points = int(page.locator("figure[data-metric=requests]").get_attribute("data-points") or 0)
         expect(page.locator("figure[data-metric=requests]")).to_have_attribute("data-points", str(points + 2))
     shot(page, "instance")
+
+
+def test_a_rate_limited_token_pauses_the_updates(user: Session) -> None:
+    """The API's 429 (faked here: the test server's budget is huge) pauses every poll for its
+    retry-after and shows one notice, not an error per section; then the updates resume."""
+    page = user.page  # the overview, as the charts test left it
+    points = page.locator("figure[data-metric=requests]")
+    expect(points).to_have_attribute("data-points", POSITIVE)
+    refused: list[float] = []
+
+    def refuse(route: Route) -> None:
+        refused.append(time.monotonic())
+        route.fulfill(status=429, headers={"retry-after": "2", "ratelimit-remaining": "0"}, content_type="application/json",
+                      body=json.dumps({"id": "too_many_requests", "message": "API rate limit exceeded.", "request_id": "r"}))
+
+    page.route("**/v2/dedicated-inferences/**", refuse)
+    try:
+        notice = page.locator("#rate-limit-notice")
+        expect(notice).to_contain_text("429")  # at the next poll (metrics: every 5 s)
+        expect(page.get_by_role("alert")).to_have_count(0)  # one notice, no error wall
+        expect(page.get_by_role("heading", name="Traffic")).to_be_visible()  # the page keeps what it showed
+        # every poll waits out retry-after: nothing is asked until 2 s after the first 429
+        wait_while_browsing(page, lambda: any(t > refused[0] + 1 for t in refused), what="the polls trying again")
+        assert [t for t in refused if refused[0] + 0.5 < t < refused[0] + 1.9] == [], [t - refused[0] for t in refused]
+    finally:
+        page.unroute("**/v2/dedicated-inferences/**")
+    before = int(points.get_attribute("data-points") or 0)
+    expect(notice).to_have_count(0)
+    expect(points).not_to_have_attribute("data-points", str(before))  # sampling again
+    expect(page.get_by_role("alert")).to_have_count(0)
 
 
 def test_tokens_are_shown_once_and_revoked(user: Session, shared: dict[str, Any], server: Server) -> None:
@@ -265,6 +317,7 @@ def test_tokens_are_shown_once_and_revoked(user: Session, shared: dict[str, Any]
     value = value_box.input_value()
     row = page.locator("#token-table tbody tr", has_text="ci-bot")
     expect(row).to_have_count(1)
+    assert_accessible(page, "the tokens tab with a new token's value")
     shot(page, "tokens")
 
     with server.client(server.admin_token) as api:
@@ -302,6 +355,7 @@ def test_scale_the_instance(user: Session, shared: dict[str, Any]) -> None:
     expect(page.locator("#update-notice")).to_have_count(0)  # an edit clears what was said
     page.get_by_role("button", name="Save changes").click()
     expect(page.locator("#update-notice")).to_contain_text("Update accepted: version 2 is rolling out")
+    assert_accessible(page, "the settings tab")
     shot(page, "settings")
     page.get_by_role("link", name="Overview").click()
     # the live spec becomes version 2 once its replicas are ready; then nothing is pending
@@ -335,6 +389,7 @@ def test_a_narrow_screen(browser: Browser, server: Server, shared: dict[str, Any
         expect(row.locator("[data-status]")).to_have_text("active")
         # the table turns into cards: nothing wider than the screen
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        assert_accessible(page, "the list on a 390 px screen")
         shot(page, "instances-narrow")
         page.goto(f"/console/instances/{shared['id']}")
         expect(page.get_by_role("heading", name=NAME, exact=True)).to_be_visible()
@@ -354,6 +409,7 @@ def test_delete_with_confirmation(user: Session, shared: dict[str, Any], server:
     expect(confirm).to_be_disabled()
     dialog.get_by_label("Instance name").fill(NAME)
     expect(confirm).to_be_enabled()
+    assert_accessible(page, "the delete dialog")
     shot(page, "delete", full_page=False)  # a modal dialog: the viewport as seen
     confirm.click()
 

@@ -1,9 +1,13 @@
 """Driving the console in a browser for its tests: a signed-in session that records script
-errors and CSP violations, screenshots for the docs, and traffic to chart."""
+errors and CSP violations, an accessibility check (axe-core), screenshots for the docs, and
+traffic to chart."""
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 from playwright.sync_api import Browser, BrowserContext, Page, expect
@@ -14,6 +18,57 @@ from tests.support.server import REPO, Server
 SCREENSHOTS = os.environ.get("INFERD_CONSOLE_SCREENSHOTS") == "1"
 """Set: each page is also saved under docs/console/ (the pictures of docs/console.md)."""
 SHOTS_DIR = REPO / "docs" / "console"
+
+
+AXE = REPO / "console" / "node_modules" / "axe-core" / "axe.min.js"
+"""axe-core, a devDependency of the console (installed by scripts/build-console.sh)."""
+BLOCKING_IMPACTS = ("serious", "critical")
+
+
+def axe_violations(page: Page) -> list[dict[str, Any]]:
+    """axe-core's violations on the page as it is now (WCAG 2.x A/AA and best-practice rules).
+
+    axe is evaluated through the DevTools protocol, which the page's Content-Security-Policy
+    does not govern (no inline <script> is added, no bypass_csp context): the console runs under
+    its real CSP while it is checked. It stays loaded across the app's client-side navigations
+    and is evaluated again after a reload.
+    """
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(AXE.read_text(encoding="utf-8"))
+    result: list[dict[str, Any]] = page.evaluate(
+        """async () => {
+          const answer = await window.axe.run(document, {resultTypes: ['violations']});
+          return answer.violations.map((v) => ({
+            id: v.id, impact: v.impact, help: v.help, helpUrl: v.helpUrl,
+            nodes: v.nodes.map((n) => ({target: n.target.map(String).join(' '), summary: n.failureSummary})),
+          }));
+        }"""
+    )
+    return result
+
+
+def assert_accessible(page: Page, what: str) -> None:
+    """No axe violation of impact serious or critical on the page (the others are printed)."""
+    violations = axe_violations(page)
+    blocking = [v for v in violations if v["impact"] in BLOCKING_IMPACTS]
+    for minor in (v for v in violations if v["impact"] not in BLOCKING_IMPACTS):
+        print(f"axe on {what}: {minor['impact']} {minor['id']}: {minor['help']} ({len(minor['nodes'])} nodes)")
+    assert not blocking, f"axe found problems on {what}:\n" + "\n".join(
+        f"- {v['id']} ({v['impact']}): {v['help']} <{v['helpUrl']}>\n"
+        + "\n".join(f"    {n['target']}: {n['summary']}" for n in v["nodes"])
+        for v in blocking
+    )
+
+
+def wait_while_browsing(page: Page, probe: Callable[[], bool], *, timeout: float = 30, what: str = "condition") -> None:
+    """Wait until probe() is true, letting Playwright run meanwhile: its sync API delivers events
+    (requests, route handlers) only while it is called, so tests/support/waiting.wait_for, which
+    sleeps, would never see them."""
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        page.wait_for_timeout(100)
 
 
 def shot(page: Page, name: str, *, full_page: bool = True) -> None:
