@@ -52,10 +52,7 @@ def failures_as_exit() -> Iterator[None]:
     except Failure as exc:
         say(f"error: {exc}")
         raise typer.Exit(exc.code) from None
-    except ApiError as exc:
-        say(f"error: {exc}")
-        raise typer.Exit(EXIT_ERROR) from None
-    except (Unreachable, cfg.ConfigError) as exc:
+    except (ApiError, Unreachable, cfg.ConfigError) as exc:
         say(f"error: {exc}")
         raise typer.Exit(EXIT_ERROR) from None
     except KeyboardInterrupt:
