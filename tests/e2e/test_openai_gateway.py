@@ -20,6 +20,7 @@ import openai
 import pytest
 from openai import OpenAI
 
+from inferd.cli.client.chat import PinnedTransport
 from tests.conftest import running_server
 from tests.support import specs
 from tests.support.replicas import engine_pid
@@ -27,16 +28,6 @@ from tests.support.server import REPO, Server, free_port
 from tests.support.waiting import wait_for
 
 MODEL = specs.MODEL
-
-
-class PinnedTransport(httpx.HTTPTransport):
-    """Connect to 127.0.0.1 but keep the URL's host for SNI, certificate check and Host header
-    (like curl --resolve): the private endpoints' names need no DNS in tests."""
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        request.extensions = {**request.extensions, "sni_hostname": request.url.host}
-        request.url = request.url.copy_with(host="127.0.0.1")
-        return super().handle_request(request)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +75,8 @@ def public_client(instance: dict[str, Any], token: str | None = None, **kwargs: 
 
 def private_client(instance: dict[str, Any], ca_pem: str, token: str | None = None) -> OpenAI:
     context = ssl.create_default_context(cadata=ca_pem)
-    http = httpx.Client(transport=PinnedTransport(verify=context), timeout=60)
+    # *.localhost goes to 127.0.0.1 with the name kept for SNI and the certificate check
+    http = httpx.Client(transport=PinnedTransport({}, verify=context), timeout=60)
     return OpenAI(base_url=instance["endpoints"]["private_endpoint_fqdn"] + "/v1", api_key=token or instance["token"],
                   http_client=http, max_retries=0)  # type: ignore[arg-type]  # typed as httpx2.Client; httpx.Client works
 

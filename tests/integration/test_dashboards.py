@@ -39,6 +39,7 @@ from tests.support.dashboards import (
     target_labels,
     validate_dashboard,
 )
+from tests.support.instances import create_active
 from tests.support.server import Server
 from tests.support.waiting import wait_for
 
@@ -94,13 +95,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrape]:
         "sqlite", tmp_path_factory.mktemp("dashboards") / "inferd", controller=True, gateway=True,
         INFERD_METRICS_TOKEN=token,
     ) as server:
-        with server.client(server.admin_token) as api:
-            created = api.post("/v2/dedicated-inferences", json=specs.create_body("dashboards")).json()
-            instance_id = created["dedicated_inference"]["id"]
-            wait_for(lambda: api.get(f"/v2/dedicated-inferences/{instance_id}").json()["dedicated_inference"]["status"] == "active",
-                     timeout=90, what="the instance active")
-            endpoint = api.get(f"/v2/dedicated-inferences/{instance_id}").json()["dedicated_inference"]["endpoints"]["public_endpoint_fqdn"]
-        headers = {"Authorization": f"Bearer {created['token']['value']}"}
+        instance, created_token = create_active(server, "dashboards")
+        instance_id, endpoint = instance["id"], instance["endpoints"]["public_endpoint_fqdn"]
+        headers = {"Authorization": f"Bearer {created_token['value']}"}
         body = {"model": specs.MODEL, "messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 8}
         with httpx.Client(base_url=endpoint + "/v1", timeout=60) as client:
             answer = client.post("/chat/completions", json=body, headers=headers)

@@ -130,10 +130,15 @@ def _interactive(conversation: Conversation) -> None:
             return
         if not text.strip():
             continue
-        for piece in conversation.ask(text):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
+        _print_answer(conversation, text)
+
+
+def _print_answer(conversation: Conversation, text: str) -> None:
+    """Each piece as it streams in, then a newline."""
+    for piece in conversation.ask(text):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
 
 
 @client_command(output=False)
@@ -166,8 +171,5 @@ def chat(
             conversation.messages.append({"role": "system", "content": system})
         if message is None:
             _interactive(conversation)
-            return
-        for piece in conversation.ask(message):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
+        else:
+            _print_answer(conversation, message)

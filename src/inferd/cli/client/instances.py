@@ -36,10 +36,6 @@ HfToken = Annotated[bool, typer.Option("--hf-token", help="Send a Hugging Face t
 Timeout = Annotated[float, typer.Option(help="Seconds --wait waits at most (then exit 4).")]
 
 
-def desired_scale(spec: dict[str, Any]) -> int:
-    return sum(int(a.get("scale") or 0) for d in spec.get("model_deployments") or [] for a in d.get("accelerators") or [])
-
-
 def _endpoint(item: Row) -> Any:
     endpoints = item.get("endpoints") or {}
     return endpoints.get("public_endpoint_fqdn") or endpoints.get("private_endpoint_fqdn")
@@ -53,7 +49,7 @@ INSTANCE_COLUMNS: list[Column] = [
     ("Model", lambda i: [d.get("model_slug") for d in spec_input.desired_spec(i).get("model_deployments") or []]),
     ("Accelerator", lambda i: sorted({a.get("accelerator_slug") for d in spec_input.desired_spec(i).get("model_deployments") or []
                                       for a in d.get("accelerators") or []})),
-    ("Scale", lambda i: desired_scale(spec_input.desired_spec(i))),
+    ("Scale", lambda i: spec_input.desired_scale(spec_input.desired_spec(i))),
     ("Endpoint", _endpoint),
     ("Created", field("created_at")),
 ]
@@ -89,7 +85,7 @@ def create_instance(api: ApiClient, flags: SpecFlags, *, spec_file: str | None =
     models = api.models()
     try:
         if spec_file is not None:
-            if any(v is not None for v in vars(flags).values()):
+            if flags.any_given():
                 fail("give either --spec or flags such as --name/--model, not both")
             body = read_spec_file(spec_file)
         else:
@@ -161,10 +157,10 @@ def update(session: Session, instance_id: InstanceId, spec: SpecFile = None, nam
     flags = SpecFlags(name=name, model=model, accelerator=accelerator, scale=scale, public=public)
     try:
         if spec is not None:
-            if any(v is not None for v in vars(flags).values()):
+            if flags.any_given():
                 fail("give either --spec or flags such as --scale/--name, not both")
             body = read_spec_file(spec)
-        elif hf_token and not any(v is not None for v in vars(flags).values()):
+        elif hf_token and not flags.any_given():
             body = {}  # only a new Hugging Face token
         else:
             current = session.api.instance(instance_id) if flags.touches_deployment() else None

@@ -37,6 +37,9 @@ class SpecFlags:
     def touches_deployment(self) -> bool:
         return any(v is not None for v in (self.model, self.accelerator, self.scale))
 
+    def any_given(self) -> bool:
+        return any(v is not None for v in vars(self).values())
+
 
 class _Loader(yaml.SafeLoader):
     """YAML whose values are all JSON values: a date is kept as the text written."""
@@ -136,6 +139,11 @@ def create_body(flags: SpecFlags, models: list[dict[str, Any]], sizes_doc: dict[
 def desired_spec(instance: dict[str, Any]) -> dict[str, Any]:
     """The spec being rolled out if there is one, else the live one: what a change applies to."""
     return dict(instance.get("pending_deployment_spec") or instance.get("spec") or {})
+
+
+def desired_scale(spec: dict[str, Any]) -> int:
+    """Replicas a spec asks for: the sum of its accelerators' ``scale``."""
+    return sum(int(a.get("scale") or 0) for d in spec.get("model_deployments") or [] for a in d.get("accelerators") or [])
 
 
 def patch_body(flags: SpecFlags, instance: dict[str, Any] | None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from inferd.cli.client.http import ApiClient, ApiError
 from inferd.cli.client.session import EXIT_WAIT_ERROR, EXIT_WAIT_TIMEOUT, fail
-from inferd.cli.client.spec_input import desired_spec
+from inferd.cli.client.spec_input import desired_scale, desired_spec
 
 FIRST_INTERVAL, MAX_INTERVAL = 0.25, 2.0
 
@@ -38,8 +38,7 @@ class Progress:
 
 def observe(instance: dict[str, Any], accelerators: list[dict[str, Any]]) -> Progress:
     """Replicas wanted: the sum of ``scale`` in the spec being rolled out; ready: active accelerators."""
-    spec = desired_spec(instance)
-    wanted = sum(int(a.get("scale") or 0) for d in spec.get("model_deployments") or [] for a in d.get("accelerators") or [])
+    wanted = desired_scale(desired_spec(instance))
     ready = sum(1 for a in accelerators if a.get("status") == "active")
     return Progress(str(instance.get("status")), ready, wanted, instance.get("status_reason"))
 
