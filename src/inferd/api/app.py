@@ -17,6 +17,7 @@ from inferd.api.errors import (
     on_model_error,
     on_validation_error,
 )
+from inferd.api.instance_metrics import GatewayMetricsReader
 from inferd.api.middleware import ControlPlaneMiddleware
 from inferd.api.openapi import build_openapi
 from inferd.api.routes import catalog, instances, metrics, tokens
@@ -33,6 +34,9 @@ def create_app(state: AppState) -> FastAPI:
         redoc_url=None,
     )
     app.state.inferd = state
+    app.state.gateway_metrics = GatewayMetricsReader(
+        state.settings.resolved_gateway_metrics_urls(), state.settings.metrics_token
+    )
     # /sizes and /gpu-model-config must be matched before /{dedicated_inference_id}.
     app.include_router(catalog.router)
     app.include_router(instances.router)

@@ -24,12 +24,8 @@ router = APIRouter(prefix="/v2/dedicated-inferences", include_in_schema=False)
 
 
 def metrics_reader(request: Request) -> GatewayMetricsReader:
-    """One reader per app (its cache is shared by every console page)."""
-    reader: GatewayMetricsReader | None = getattr(request.app.state, "gateway_metrics", None)
-    if reader is None:
-        settings = app_state(request).settings
-        reader = GatewayMetricsReader(settings.resolved_gateway_metrics_urls(), settings.metrics_token)
-        request.app.state.gateway_metrics = reader
+    """The app's one reader (its cache is shared by every console page), made by ``create_app``."""
+    reader: GatewayMetricsReader = request.app.state.gateway_metrics
     return reader
 
 
